@@ -1,0 +1,331 @@
+"""A real local Kubernetes control plane: etcd + kube-apiserver + kube-controller-manager.
+
+No Docker: the binaries are built from Go modules by `hack/build-controlplane.sh` into a
+cache outside the repository (or taken from KUBEBUILDER_ASSETS). Everything listens on
+127.0.0.1 on free ports, so several control planes can run side by side (one per pytest
+worker, plus a developer's `make up`). State lives in one directory: certificates, the
+admin kubeconfig, logs, etcd data and `state.json` (pids and ports, read by `down`).
+
+    python -m hack.controlplane up   --dir .kubenova    # start, print the kubeconfig path
+    python -m hack.controlplane down --dir .kubenova    # stop everything `up` started
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import dataclasses
+import json
+import os
+import pathlib
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+
+from hack import pki
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+BUILD_SCRIPT = REPO / "hack" / "build-controlplane.sh"
+LOOPBACK = "127.0.0.1"
+READY_TIMEOUT = 60.0  # cold page cache on 2 cores: the apiserver has been seen at ~15 s
+STOP_GRACE = 10.0  # seconds between SIGTERM and SIGKILL
+ADMIN_USER = "kubenova-admin"
+
+
+def binaries() -> pathlib.Path:
+    """Directory holding etcd, kube-apiserver and kube-controller-manager (built once)."""
+    out = subprocess.run(
+        ["bash", str(BUILD_SCRIPT)], check=True, stdout=subprocess.PIPE, text=True
+    ).stdout
+    return pathlib.Path(out.strip().splitlines()[-1])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((LOOPBACK, 0))
+        return int(s.getsockname()[1])
+
+
+@dataclasses.dataclass
+class State:
+    """What `down` needs to stop a control plane started by another process."""
+
+    pids: dict[str, int]
+    apiserver_port: int
+    kubeconfig: str
+
+
+def _alive(pid: int, binary: str) -> bool:
+    """True if `pid` still runs `binary` (guards against a recycled pid)."""
+    try:
+        cmdline = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return binary.encode() in cmdline.split(b"\0", 1)[0]
+
+
+def stop_pids(pids: dict[str, int]) -> None:
+    """SIGTERM each process group (reverse start order), then SIGKILL what is left."""
+    for name, pid in reversed(list(pids.items())):
+        if _alive(pid, name):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE
+    while time.monotonic() < deadline and any(_alive(p, n) for n, p in pids.items()):
+        time.sleep(0.1)
+    for name, pid in pids.items():
+        if _alive(pid, name):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+    for pid in pids.values():
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(pid, os.WNOHANG)
+
+
+class ControlPlane:
+    """Start and stop one control plane whose files live under `directory`."""
+
+    def __init__(self, directory: pathlib.Path, *, bin_dir: pathlib.Path | None = None) -> None:
+        self.dir = directory.resolve()
+        self.bin_dir = bin_dir
+        self.pki_dir = self.dir / "pki"
+        self.log_dir = self.dir / "logs"
+        self.kubeconfig = self.dir / "kubeconfig"
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.apiserver_port = 0
+        self.startup_seconds = 0.0
+
+    # --- start -----------------------------------------------------------------------------
+
+    def start(self, *, controller_manager: bool = True) -> ControlPlane:
+        began = time.monotonic()
+        bin_dir = self.bin_dir or binaries()
+        for sub in (self.pki_dir, self.log_dir):
+            sub.mkdir(parents=True, exist_ok=True)
+        try:
+            certs = self._certificates()
+            etcd_url = self._start_etcd(bin_dir)
+            self._start_apiserver(bin_dir, etcd_url, certs)
+            self._write_kubeconfig(certs)
+            self._wait_ready(certs)
+            if controller_manager:
+                self._start_controller_manager(bin_dir, certs)
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - began
+        self._save_state()
+        return self
+
+    def _certificates(self) -> dict[str, pathlib.Path]:
+        ca = pki.Authority.create(self.pki_dir, "ca")
+        serving = ca.issue(
+            self.pki_dir, "apiserver", common_name="kube-apiserver",
+            server_ips=(LOOPBACK, "10.0.0.1"),
+            server_dns=("localhost", "kubernetes", "kubernetes.default.svc"),
+        )
+        admin = ca.issue(
+            self.pki_dir, "admin", common_name=ADMIN_USER, organizations=("system:masters",)
+        )
+        sa = pki.service_account_keys(self.pki_dir)
+        return {
+            "ca": ca.path, "serving_cert": serving.cert, "serving_key": serving.key,
+            "admin_cert": admin.cert, "admin_key": admin.key, "sa_pub": sa.cert, "sa_key": sa.key,
+        }
+
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        log = (self.log_dir / f"{name}.log").open("ab")
+        # A session of its own: `down` (another process) can kill the whole group.
+        self.processes[name] = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        log.close()
+
+    def _start_etcd(self, bin_dir: pathlib.Path) -> str:
+        client, peer = free_port(), free_port()
+        # tmpfs when there is one: etcd's fsyncs dominate apiserver latency on a disk.
+        shm = pathlib.Path("/dev/shm")
+        base = shm if shm.is_dir() and os.access(shm, os.W_OK) else self.dir
+        data = pathlib.Path(tempfile.mkdtemp(prefix="kubenova-etcd-", dir=base))
+        (self.dir / "etcd-data").unlink(missing_ok=True)
+        (self.dir / "etcd-data").symlink_to(data)
+        url = f"http://{LOOPBACK}:{client}"
+        self._spawn("etcd", [
+            str(bin_dir / "etcd"), "--name=kubenova", f"--data-dir={data}",
+            f"--listen-client-urls={url}", f"--advertise-client-urls={url}",
+            f"--listen-peer-urls=http://{LOOPBACK}:{peer}",
+            f"--initial-advertise-peer-urls=http://{LOOPBACK}:{peer}",
+            f"--initial-cluster=kubenova=http://{LOOPBACK}:{peer}",
+            "--unsafe-no-fsync", "--log-level=warn",
+            # 0 disables the periodic metrics listener we never read.
+            "--listen-metrics-urls=",
+        ])
+        return url
+
+    def _start_apiserver(
+        self, bin_dir: pathlib.Path, etcd_url: str, certs: dict[str, pathlib.Path]
+    ) -> None:
+        self.apiserver_port = free_port()
+        self._spawn("kube-apiserver", [
+            str(bin_dir / "kube-apiserver"),
+            f"--etcd-servers={etcd_url}",
+            f"--bind-address={LOOPBACK}", f"--secure-port={self.apiserver_port}",
+            # Loopback advertise address with no endpoint reconciler: sandboxes have no
+            # default route, and the reconciler would reject a loopback endpoint.
+            f"--advertise-address={LOOPBACK}", "--endpoint-reconciler-type=none",
+            f"--cert-dir={self.pki_dir}",
+            f"--tls-cert-file={certs['serving_cert']}",
+            f"--tls-private-key-file={certs['serving_key']}",
+            f"--client-ca-file={certs['ca']}",
+            f"--service-account-issuer=https://{LOOPBACK}:{self.apiserver_port}",
+            f"--service-account-key-file={certs['sa_pub']}",
+            f"--service-account-signing-key-file={certs['sa_key']}",
+            "--service-cluster-ip-range=10.0.0.0/24",
+            "--authorization-mode=RBAC",
+            "--allow-privileged=true",
+            # Tests create Events in bursts; keep the defaults otherwise.
+            "--event-ttl=1h",
+        ])
+
+    def _start_controller_manager(self, bin_dir: pathlib.Path, certs: dict[str, pathlib.Path]) -> None:
+        # Garbage collection (ownerReferences), namespace deletion and service-account
+        # tokens need it; Deployments and DaemonSets are reconciled too (no kubelet runs them).
+        self._spawn("kube-controller-manager", [
+            str(bin_dir / "kube-controller-manager"),
+            f"--kubeconfig={self.kubeconfig}", "--leader-elect=false",
+            f"--bind-address={LOOPBACK}", f"--secure-port={free_port()}",
+            f"--root-ca-file={certs['ca']}",
+            f"--service-account-private-key-file={certs['sa_key']}",
+            "--use-service-account-credentials=false",
+            "--controllers=*,-nodeipam,-nodelifecycle,-route,-service,-cloud-node-lifecycle",
+        ])
+
+    def _write_kubeconfig(self, certs: dict[str, pathlib.Path]) -> None:
+        def b64(path: pathlib.Path) -> str:
+            return base64.b64encode(path.read_bytes()).decode()
+
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "kubenova", "cluster": {
+                "server": self.server, "certificate-authority-data": b64(certs["ca"]),
+            }}],
+            "users": [{"name": ADMIN_USER, "user": {
+                "client-certificate-data": b64(certs["admin_cert"]),
+                "client-key-data": b64(certs["admin_key"]),
+            }}],
+            "contexts": [{"name": "kubenova", "context": {
+                "cluster": "kubenova", "user": ADMIN_USER, "namespace": "default",
+            }}],
+            "current-context": "kubenova",
+        }
+        # JSON is YAML; no dependency needed for a file kubectl and clients read.
+        self.kubeconfig.write_text(json.dumps(config, indent=2))
+        self.kubeconfig.chmod(0o600)
+
+    @property
+    def server(self) -> str:
+        return f"https://{LOOPBACK}:{self.apiserver_port}"
+
+    def _wait_ready(self, certs: dict[str, pathlib.Path]) -> None:
+        ctx = ssl.create_default_context(cafile=str(certs["ca"]))
+        ctx.load_cert_chain(str(certs["admin_cert"]), str(certs["admin_key"]))
+        deadline = time.monotonic() + READY_TIMEOUT
+        last = "no answer"
+        while time.monotonic() < deadline:
+            for name, proc in self.processes.items():
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{name} exited with {proc.returncode}: {self._tail(name)}")
+            try:
+                with urllib.request.urlopen(f"{self.server}/readyz", context=ctx, timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except (urllib.error.URLError, OSError) as exc:
+                last = str(exc)
+            time.sleep(0.1)
+        raise TimeoutError(f"kube-apiserver not ready after {READY_TIMEOUT}s ({last}): "
+                           f"{self._tail('kube-apiserver')}")
+
+    def _tail(self, name: str, lines: int = 20) -> str:
+        path = self.log_dir / f"{name}.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+    # --- stop ------------------------------------------------------------------------------
+
+    def _save_state(self) -> None:
+        state = State(
+            pids={n: p.pid for n, p in self.processes.items()},
+            apiserver_port=self.apiserver_port,
+            kubeconfig=str(self.kubeconfig),
+        )
+        (self.dir / "state.json").write_text(json.dumps(dataclasses.asdict(state), indent=2))
+
+    def stop(self) -> None:
+        stop_pids({n: p.pid for n, p in self.processes.items()})
+        for proc in self.processes.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=1)
+        self.processes.clear()
+        remove_etcd_data(self.dir)
+        (self.dir / "state.json").unlink(missing_ok=True)
+
+
+def remove_etcd_data(directory: pathlib.Path) -> None:
+    link = directory / "etcd-data"
+    if link.is_symlink():
+        shutil.rmtree(link.resolve(), ignore_errors=True)
+        link.unlink()
+
+
+def down(directory: pathlib.Path) -> bool:
+    """Stop the control plane recorded in `directory`; False if none was recorded."""
+    path = directory / "state.json"
+    if not path.exists():
+        return False
+    state = State(**json.loads(path.read_text()))
+    stop_pids(state.pids)
+    remove_etcd_data(directory)
+    path.unlink()
+    return True
+
+
+@contextlib.contextmanager
+def running(directory: pathlib.Path, **kwargs: bool) -> Iterator[ControlPlane]:
+    plane = ControlPlane(directory).start(**kwargs)
+    try:
+        yield plane
+    finally:
+        plane.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hack.controlplane")
+    parser.add_argument("action", choices=["up", "down", "build"])
+    parser.add_argument("--dir", type=pathlib.Path, default=REPO / ".kubenova")
+    args = parser.parse_args(argv)
+    if args.action == "build":
+        print(binaries())
+        return 0
+    if args.action == "down":
+        print("stopped" if down(args.dir) else f"nothing recorded in {args.dir}")
+        return 0
+    if (args.dir / "state.json").exists():
+        down(args.dir)  # a stale or running plane from an earlier `up`: replace it
+    plane = ControlPlane(args.dir).start()
+    print(f"control plane ready in {plane.startup_seconds:.1f}s at {plane.server}", file=sys.stderr)
+    print(plane.kubeconfig)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

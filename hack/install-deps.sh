@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Debian packages the tests and `make up` need, installed only when missing.
+# kubectl is expected on the machine (it is on these machines); Go builds the control plane.
+set -euo pipefail
+missing=()
+command -v go >/dev/null || missing+=(golang-go)
+command -v kubectl >/dev/null || { echo "install-deps: kubectl is required on PATH" >&2; exit 1; }
+if ((${#missing[@]})); then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
+fi

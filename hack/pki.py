@@ -1,0 +1,131 @@
+"""Certificates and keys for a loopback control plane (what envtest's TinyCA does).
+
+One CA signs the API server's serving certificate (SANs: 127.0.0.1, localhost) and the
+client certificates (CN = user, O = groups); a separate RSA key signs service-account tokens.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import ipaddress
+import pathlib
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+VALIDITY = datetime.timedelta(days=365)  # a dev control plane outlives no certificate
+
+
+def _key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())  # fast to generate, accepted by Go's TLS
+
+
+def _pem_key(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _pem_cert(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+@dataclasses.dataclass(frozen=True)
+class Pair:
+    cert: pathlib.Path
+    key: pathlib.Path
+
+
+@dataclasses.dataclass(frozen=True)
+class Authority:
+    key: ec.EllipticCurvePrivateKey
+    cert: x509.Certificate
+    path: pathlib.Path
+
+    @classmethod
+    def create(cls, directory: pathlib.Path, name: str) -> Authority:
+        key = _key()
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        now = datetime.datetime.now(datetime.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + VALIDITY)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True, key_cert_sign=True, crl_sign=True,
+                    content_commitment=False, key_encipherment=False, data_encipherment=False,
+                    key_agreement=False, encipher_only=False, decipher_only=False,
+                ),
+                critical=True,
+            )
+            .sign(key, hashes.SHA256())
+        )
+        path = directory / f"{name}.crt"
+        path.write_bytes(_pem_cert(cert))
+        (directory / f"{name}.key").write_bytes(_pem_key(key))
+        return cls(key=key, cert=cert, path=path)
+
+    def issue(
+        self,
+        directory: pathlib.Path,
+        name: str,
+        *,
+        common_name: str,
+        organizations: tuple[str, ...] = (),
+        server_ips: tuple[str, ...] = (),
+        server_dns: tuple[str, ...] = (),
+    ) -> Pair:
+        """Sign a leaf: a server certificate if SANs are given, else a client certificate."""
+        key = _key()
+        attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations]
+        attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
+        now = datetime.datetime.now(datetime.UTC)
+        is_server = bool(server_ips or server_dns)
+        usage = ExtendedKeyUsageOID.SERVER_AUTH if is_server else ExtendedKeyUsageOID.CLIENT_AUTH
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name(attrs))
+            .issuer_name(self.cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + VALIDITY)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        )
+        if is_server:
+            sans: list[x509.GeneralName] = [
+                x509.IPAddress(ipaddress.ip_address(ip)) for ip in server_ips
+            ]
+            sans += [x509.DNSName(d) for d in server_dns]
+            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        cert = builder.sign(self.key, hashes.SHA256())
+        pair = Pair(cert=directory / f"{name}.crt", key=directory / f"{name}.key")
+        pair.cert.write_bytes(_pem_cert(cert))
+        pair.key.write_bytes(_pem_key(key))
+        pair.key.chmod(0o600)
+        return pair
+
+
+def service_account_keys(directory: pathlib.Path) -> Pair:
+    """RSA key pair that signs and verifies service-account tokens (cert = public key PEM)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pair = Pair(cert=directory / "sa.pub", key=directory / "sa.key")
+    pair.key.write_bytes(_pem_key(key))
+    pair.cert.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return pair

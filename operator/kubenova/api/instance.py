@@ -1,0 +1,224 @@
+"""Instance: a virtual machine, namespaced, with Nova's vm_state/task_state as phase/taskState.
+
+Ownership: `spec` is the user's; `status` is the controller's except `status.host`, which
+the agent of the node running the instance writes (what the hypervisor really runs).
+"""
+
+from __future__ import annotations
+
+import datetime
+import enum
+
+import pydantic
+
+from kubenova.api import common, names, resource
+
+
+class Phase(enum.StrEnum):
+    """Instance phase (Nova's vm_state). Written by the controller only."""
+
+    BUILD = "BUILD"
+    ACTIVE = "ACTIVE"
+    SHUTOFF = "SHUTOFF"
+    RESIZE = "RESIZE"
+    VERIFY_RESIZE = "VERIFY_RESIZE"
+    REVERT_RESIZE = "REVERT_RESIZE"
+    ERROR = "ERROR"
+    DELETING = "DELETING"
+
+
+# Phases in which spec.flavor may change (a resize may start). Anything else is refused
+# by the API server through the CEL rule below, so `kubectl edit` fails at once.
+RESIZABLE_PHASES = (Phase.ACTIVE, Phase.SHUTOFF)
+
+
+class TaskState(enum.StrEnum):
+    """What the instance is doing right now (Nova's task_state); empty when idle. Controller-owned."""
+
+    NONE = ""
+    SCHEDULING = "scheduling"
+    SPAWNING = "spawning"
+    RESIZE_PREP = "resize_prep"
+    RESIZE_MIGRATING = "resize_migrating"
+    RESIZE_MIGRATED = "resize_migrated"
+    RESIZE_FINISH = "resize_finish"
+    RESIZE_CONFIRMING = "resize_confirming"
+    RESIZE_REVERTING = "resize_reverting"
+    POWERING_OFF = "powering_off"
+    POWERING_ON = "powering_on"
+    DELETING = "deleting"
+
+
+class PowerState(enum.StrEnum):
+    """Desired (spec) or observed (status.host) power state."""
+
+    RUNNING = "Running"
+    STOPPED = "Stopped"
+
+
+class InstanceSpec(common.Model):
+    """What the user wants: size, image, power state, placement constraints."""
+
+    flavor: str = common.name_field(
+        "Name of the Flavor to run with. Changing it resizes the instance: it is scheduled "
+        "(same node or another), moves to VERIFY_RESIZE, and waits for the annotation "
+        "compute.kubenova.io/resize=confirm or =revert. Allowed to change only while "
+        "status.phase is ACTIVE or SHUTOFF."
+    )
+    image: str = pydantic.Field(
+        min_length=1,
+        max_length=4096,
+        description=(
+            "Boot image: a path or name the node's driver resolves (a qcow2 file for libvirt). "
+            "Immutable."
+        ),
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                resource.Rule(
+                    rule="self == oldSelf",
+                    message="image is immutable: rebuild is not supported; create a new Instance",
+                ).to_wire()
+            ]
+        },
+    )
+    power_state: PowerState = pydantic.Field(
+        default=PowerState.RUNNING,
+        description="Running or Stopped. A resize keeps the power state the instance had.",
+    )
+    node_selector: dict[str, str] = pydantic.Field(
+        default_factory=dict,
+        description=(
+            "Labels a Hypervisor must carry to host this instance (like a Pod's nodeSelector). "
+            "Applies to the next scheduling decision."
+        ),
+    )
+    shutdown_timeout_seconds: int | None = pydantic.Field(
+        default=None,
+        ge=0,
+        le=3600,
+        description=(
+            "Seconds a graceful power-off may take before it is forced. "
+            "Unset: the agent's default (Nova's shutdown_timeout)."
+        ),
+    )
+
+
+class HostStatus(common.Model):
+    """What the hypervisor really runs. Written by the agent of status.node only."""
+
+    power_state: PowerState = pydantic.Field(description="Observed power state of the guest.")
+    vcpus: int = pydantic.Field(ge=0, description="vCPUs the guest definition has.")
+    memory_mib: int = pydantic.Field(
+        alias="memoryMiB", ge=0, description="Memory of the guest definition, MiB."
+    )
+    disk_gib: int = pydantic.Field(alias="diskGiB", ge=0, description="Virtual size of the root disk, GiB.")
+    observed_at: datetime.datetime = pydantic.Field(description="When the agent looked.")
+
+
+class InstanceStatus(common.Model):
+    """Progress and placement, written by the controller (status.host by the node's agent)."""
+
+    phase: Phase | None = pydantic.Field(
+        default=None,
+        description=(
+            "Lifecycle state, as Nova's vm_state: BUILD, ACTIVE, SHUTOFF, RESIZE, "
+            "VERIFY_RESIZE, REVERT_RESIZE, ERROR or DELETING."
+        ),
+    )
+    task_state: TaskState | None = pydantic.Field(
+        default=None,
+        description="Step in progress, as Nova's task_state (e.g. resize_migrating); empty when idle.",
+    )
+    node: str | None = common.name_field(
+        "Node (Hypervisor) the instance is placed on.", default=None
+    )
+    flavor: common.FlavorSnapshot | None = pydantic.Field(
+        default=None,
+        description="Sizes the instance currently runs with (the applied flavor, copied).",
+    )
+    migration_ref: str | None = pydantic.Field(
+        default=None,
+        max_length=common.DNS_SUBDOMAIN_MAX,
+        description="Name of the Migration in progress or awaiting confirm/revert, if any.",
+    )
+    uuid: str | None = pydantic.Field(
+        default=None,
+        max_length=36,
+        description="Stable instance UUID: the libvirt domain name and UUID, and its directory.",
+    )
+    observed_generation: int | None = pydantic.Field(
+        default=None, ge=0, description="metadata.generation the controller last acted on."
+    )
+    conditions: list[common.Condition] = pydantic.Field(
+        default_factory=list,
+        description="Ready, ResizeFailed, FlavorValid, ... (Kubernetes API conventions).",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    host: HostStatus | None = pydantic.Field(
+        default=None, description="What the hypervisor runs, reported by the node's agent."
+    )
+
+
+class Instance(common.Model):
+    metadata: common.ObjectMeta
+    spec: InstanceSpec
+    status: InstanceStatus = pydantic.Field(default_factory=InstanceStatus)
+
+
+_RESIZABLE = ", ".join(f"'{p.value}'" for p in RESIZABLE_PHASES)
+FLAVOR_CHANGE_RULE = resource.Rule(
+    rule=(
+        "!has(oldSelf.status) || !has(oldSelf.status.phase) || "
+        f"oldSelf.status.phase in [{_RESIZABLE}] || self.spec.flavor == oldSelf.spec.flavor"
+    ),
+    message_expression=(
+        "'spec.flavor cannot change while status.phase is ' + oldSelf.status.phase + "
+        f"': confirm or revert the pending resize first (annotate {names.ANNOTATION_RESIZE}"
+        "=confirm or =revert) or wait until the instance is ACTIVE or SHUTOFF'"
+    ),
+    reason="FieldValueForbidden",
+    field_path=".spec.flavor",
+)
+
+RESOURCE = resource.CustomResource(
+    kind="Instance",
+    plural="instances",
+    short_names=("inst",),
+    scope=resource.Scope.NAMESPACED,
+    description=(
+        "Instance is a virtual machine with Nova's lifecycle: edit spec.flavor to resize "
+        "(status.phase goes RESIZE then VERIFY_RESIZE), then annotate "
+        "compute.kubenova.io/resize=confirm or =revert; annotate compute.kubenova.io/migrate "
+        "to cold-migrate."
+    ),
+    spec=InstanceSpec,
+    status=InstanceStatus,
+    object_rules=(FLAVOR_CHANGE_RULE,),
+    columns=(
+        resource.PrinterColumn(
+            name="FLAVOR", json_path=".spec.flavor", description="Requested flavor."
+        ),
+        resource.PrinterColumn(
+            name="STATUS", json_path=".status.phase", description="Lifecycle phase (vm_state)."
+        ),
+        resource.PrinterColumn(
+            name="TASK", json_path=".status.taskState", description="Step in progress (task_state)."
+        ),
+        resource.PrinterColumn(
+            name="NODE", json_path=".status.node", description="Node the instance is placed on."
+        ),
+        resource.AGE,
+        resource.PrinterColumn(
+            name="POWER",
+            json_path=".status.host.powerState",
+            description="Power state the hypervisor reports.",
+            priority=1,
+        ),
+        resource.PrinterColumn(
+            name="MIGRATION",
+            json_path=".status.migrationRef",
+            description="Migration in progress or awaiting confirm/revert.",
+            priority=1,
+        ),
+    ),
+)

@@ -1,0 +1,186 @@
+"""Migration: one record per resize or cold migrate, the work order between controller and agents.
+
+Phases follow Nova's migration record. Every transition has exactly one legal writer
+(`TRANSITIONS`), and the API server refuses any other transition through a CEL rule
+generated from the same table, so a buggy or stale writer cannot skip a step.
+Migrations are owned by their Instance and kept as history (`kubectl get mig`).
+"""
+
+from __future__ import annotations
+
+import datetime
+import enum
+
+import pydantic
+
+from kubenova.api import common, resource
+
+
+class MigrationType(enum.StrEnum):
+    RESIZE = "resize"  # new flavor, same node or another
+    MIGRATION = "migration"  # same flavor, another node (cold migrate)
+
+
+class MigrationPhase(enum.StrEnum):
+    """Nova's migration status values, in order."""
+
+    PRE_MIGRATING = "pre-migrating"  # destination claimed; source powering off / moving aside
+    MIGRATING = "migrating"  # source handed the disk over (or moved it aside, same host)
+    POST_MIGRATING = "post-migrating"  # destination building the guest on the new flavor
+    FINISHED = "finished"  # guest runs on the destination: instance is VERIFY_RESIZE
+    CONFIRMING = "confirming"
+    CONFIRMED = "confirmed"
+    REVERTING = "reverting"
+    REVERTED = "reverted"
+    ERROR = "error"
+
+
+class Writer(enum.StrEnum):
+    """Who may write a migration phase transition."""
+
+    CONTROLLER = "controller"
+    SOURCE = "source-agent"
+    DEST = "dest-agent"
+
+
+# (from, to) -> the one component allowed to make that transition. Creating a Migration
+# (no phase yet -> pre-migrating) is the controller's. `error` is reachable from every
+# non-final phase by the component working on it.
+TRANSITIONS: dict[tuple[MigrationPhase | None, MigrationPhase], Writer] = {
+    (None, MigrationPhase.PRE_MIGRATING): Writer.CONTROLLER,
+    (MigrationPhase.PRE_MIGRATING, MigrationPhase.MIGRATING): Writer.SOURCE,
+    (MigrationPhase.MIGRATING, MigrationPhase.POST_MIGRATING): Writer.DEST,
+    (MigrationPhase.POST_MIGRATING, MigrationPhase.FINISHED): Writer.DEST,
+    (MigrationPhase.FINISHED, MigrationPhase.CONFIRMING): Writer.CONTROLLER,
+    (MigrationPhase.CONFIRMING, MigrationPhase.CONFIRMED): Writer.SOURCE,
+    (MigrationPhase.FINISHED, MigrationPhase.REVERTING): Writer.CONTROLLER,
+    (MigrationPhase.REVERTING, MigrationPhase.REVERTED): Writer.SOURCE,
+    (MigrationPhase.PRE_MIGRATING, MigrationPhase.ERROR): Writer.SOURCE,
+    (MigrationPhase.MIGRATING, MigrationPhase.ERROR): Writer.DEST,
+    (MigrationPhase.POST_MIGRATING, MigrationPhase.ERROR): Writer.DEST,
+    (MigrationPhase.CONFIRMING, MigrationPhase.ERROR): Writer.SOURCE,
+    (MigrationPhase.REVERTING, MigrationPhase.ERROR): Writer.SOURCE,
+}
+
+FINAL_PHASES = frozenset({MigrationPhase.CONFIRMED, MigrationPhase.REVERTED, MigrationPhase.ERROR})
+
+
+def writer_of(old: MigrationPhase | None, new: MigrationPhase) -> Writer | None:
+    """The component allowed to move a migration from `old` to `new`, or None if illegal."""
+    return TRANSITIONS.get((old, new))
+
+
+def _phase_transition_rule() -> resource.Rule:
+    allowed: dict[MigrationPhase, list[str]] = {}
+    for old, new in TRANSITIONS:
+        if old is not None:
+            allowed.setdefault(old, []).append(f"'{new.value}'")
+    clauses = [
+        f"(oldSelf.phase == '{old.value}' && self.phase in [{', '.join(sorted(news))}])"
+        for old, news in sorted(allowed.items())
+    ]
+    return resource.Rule(
+        rule=(
+            "!has(oldSelf.phase) || (has(self.phase) && (self.phase == oldSelf.phase || "
+            + " || ".join(clauses)
+            + "))"
+        ),
+        message_expression=(
+            "'illegal migration phase transition from ' + oldSelf.phase + ' to ' + "
+            "(has(self.phase) ? self.phase : '<none>') + "
+            "': phases move pre-migrating -> migrating -> post-migrating -> finished -> "
+            "confirming -> confirmed, or finished -> reverting -> reverted, or to error'"
+        ),
+    )
+
+
+PHASE_TRANSITION_RULE = _phase_transition_rule()
+
+
+class MigrationSpec(common.Model):
+    """The work order, written once by the controller when it schedules. Immutable."""
+
+    instance_name: str = common.name_field("Name of the Instance (same namespace).")
+    instance_uuid: str = pydantic.Field(
+        min_length=1, max_length=36, description="status.uuid of the Instance."
+    )
+    type: MigrationType = pydantic.Field(
+        description="resize (new flavor, same or other node) or migration (cold migrate)."
+    )
+    source_node: str = common.name_field("Node the instance runs on before the operation.")
+    dest_node: str = common.name_field("Node the scheduler chose; equal to sourceNode for a same-host resize.")
+    old_flavor: common.FlavorSnapshot = pydantic.Field(
+        description="Sizes before; the source claim, held until confirm."
+    )
+    new_flavor: common.FlavorSnapshot = pydantic.Field(
+        description="Sizes after; the destination claim, released on revert."
+    )
+    power_on: bool = pydantic.Field(
+        default=True, description="Whether to start the guest after each step (it was running)."
+    )
+
+
+class PhaseTransition(common.Model):
+    phase: MigrationPhase = pydantic.Field(description="Phase entered.")
+    time: datetime.datetime = pydantic.Field(description="When it was entered.")
+
+
+class MigrationStatus(common.Model):
+    """Progress, moved forward by the component `TRANSITIONS` names for each step."""
+
+    phase: MigrationPhase | None = pydantic.Field(
+        default=None,
+        description=(
+            "pre-migrating, migrating, post-migrating, finished, confirming, confirmed, "
+            "reverting, reverted or error (Nova's migration status)."
+        ),
+    )
+    message: str = pydantic.Field(
+        default="", max_length=32768, description="Why the migration is in error, if it is."
+    )
+    phase_transitions: list[PhaseTransition] = pydantic.Field(
+        default_factory=list,
+        max_length=32,
+        description="When each phase was entered, for history and step timing.",
+    )
+
+
+class Migration(common.Model):
+    metadata: common.ObjectMeta
+    spec: MigrationSpec
+    status: MigrationStatus = pydantic.Field(default_factory=MigrationStatus)
+
+
+RESOURCE = resource.CustomResource(
+    kind="Migration",
+    plural="migrations",
+    short_names=("mig",),
+    scope=resource.Scope.NAMESPACED,
+    description=(
+        "Migration records one resize or cold migrate of an Instance (nova migration-list). "
+        "Created by the controller, moved forward by the agents; kept as history."
+    ),
+    spec=MigrationSpec,
+    status=MigrationStatus,
+    spec_rules=(
+        resource.Rule(
+            rule="self == oldSelf",
+            message="spec is immutable: a Migration is a work order written once by the controller",
+        ),
+    ),
+    status_rules=(PHASE_TRANSITION_RULE,),
+    columns=(
+        resource.PrinterColumn(
+            name="INSTANCE", json_path=".spec.instanceName", description="Instance migrated."
+        ),
+        resource.PrinterColumn(
+            name="TYPE", json_path=".spec.type", description="resize or migration."
+        ),
+        resource.PrinterColumn(name="SOURCE", json_path=".spec.sourceNode", description="Source node."),
+        resource.PrinterColumn(name="DEST", json_path=".spec.destNode", description="Destination node."),
+        resource.PrinterColumn(name="OLD", json_path=".spec.oldFlavor.name", description="Old flavor."),
+        resource.PrinterColumn(name="NEW", json_path=".spec.newFlavor.name", description="New flavor."),
+        resource.PrinterColumn(name="STATUS", json_path=".status.phase", description="Migration phase."),
+        resource.AGE,
+    ),
+)

@@ -1,0 +1,49 @@
+"""Names users and components script against: group, kinds, labels, annotations, conditions.
+
+Every key is a named constant here so the controller, the agents, the CRDs, the chart
+and the tests cannot drift apart on spelling.
+"""
+
+from __future__ import annotations
+
+import enum
+
+GROUP = "compute.kubenova.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+# All kubenova kinds share this category: `kubectl get kubenova` lists them together.
+CATEGORY = "kubenova"
+
+# Labels the controller sets so each agent can select its own objects server-side.
+LABEL_NODE = f"{GROUP}/node"
+LABEL_SOURCE_NODE = f"{GROUP}/source-node"
+LABEL_DEST_NODE = f"{GROUP}/dest-node"
+LABEL_INSTANCE = f"{GROUP}/instance"
+
+# Actions: annotations on the Instance; the controller removes them once acted on.
+ANNOTATION_RESIZE = f"{GROUP}/resize"
+ANNOTATION_MIGRATE = f"{GROUP}/migrate"
+
+FINALIZER = f"{GROUP}/cleanup"
+
+
+class ResizeAction(enum.StrEnum):
+    """Values of the resize annotation, accepted only in VERIFY_RESIZE."""
+
+    CONFIRM = "confirm"
+    REVERT = "revert"
+
+
+class ConditionType(enum.StrEnum):
+    """Condition types on an Instance (Kubernetes API conventions: positive polarity where possible)."""
+
+    READY = "Ready"
+    RESIZE_FAILED = "ResizeFailed"
+    FLAVOR_VALID = "FlavorValid"
+
+
+class ConditionStatus(enum.StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"

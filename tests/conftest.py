@@ -1,0 +1,24 @@
+"""Session fixtures: one real control plane per pytest worker, with the CRDs installed."""
+
+from __future__ import annotations
+
+import pathlib
+from collections.abc import Iterator
+
+import pytest
+
+from hack import controlplane
+from tests import kube
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[controlplane.ControlPlane]:
+    with controlplane.running(tmp_path_factory.mktemp("controlplane")) as plane:
+        yield plane
+
+
+@pytest.fixture(scope="session")
+def kubectl(control_plane: controlplane.ControlPlane) -> kube.Kubectl:
+    client = kube.Kubectl(pathlib.Path(control_plane.kubeconfig))
+    kube.install_crds(client)
+    return client

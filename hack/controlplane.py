@@ -129,7 +129,9 @@ class ControlPlane:
     def _certificates(self) -> dict[str, pathlib.Path]:
         ca = pki.Authority.create(self.pki_dir, "ca")
         serving = ca.issue(
-            self.pki_dir, "apiserver", common_name="kube-apiserver",
+            self.pki_dir,
+            "apiserver",
+            common_name="kube-apiserver",
             server_ips=(LOOPBACK, "10.0.0.1"),
             server_dns=("localhost", "kubernetes", "kubernetes.default.svc"),
         )
@@ -138,15 +140,23 @@ class ControlPlane:
         )
         sa = pki.service_account_keys(self.pki_dir)
         return {
-            "ca": ca.path, "serving_cert": serving.cert, "serving_key": serving.key,
-            "admin_cert": admin.cert, "admin_key": admin.key, "sa_pub": sa.cert, "sa_key": sa.key,
+            "ca": ca.path,
+            "serving_cert": serving.cert,
+            "serving_key": serving.key,
+            "admin_cert": admin.cert,
+            "admin_key": admin.key,
+            "sa_pub": sa.cert,
+            "sa_key": sa.key,
         }
 
     def _spawn(self, name: str, argv: list[str]) -> None:
         log = (self.log_dir / f"{name}.log").open("ab")
         # A session of its own: `down` (another process) can kill the whole group.
         self.processes[name] = subprocess.Popen(
-            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
         log.close()
@@ -160,55 +170,74 @@ class ControlPlane:
         (self.dir / "etcd-data").unlink(missing_ok=True)
         (self.dir / "etcd-data").symlink_to(data)
         url = f"http://{LOOPBACK}:{client}"
-        self._spawn("etcd", [
-            str(bin_dir / "etcd"), "--name=kubenova", f"--data-dir={data}",
-            f"--listen-client-urls={url}", f"--advertise-client-urls={url}",
-            f"--listen-peer-urls=http://{LOOPBACK}:{peer}",
-            f"--initial-advertise-peer-urls=http://{LOOPBACK}:{peer}",
-            f"--initial-cluster=kubenova=http://{LOOPBACK}:{peer}",
-            "--unsafe-no-fsync", "--log-level=warn",
-            # 0 disables the periodic metrics listener we never read.
-            "--listen-metrics-urls=",
-        ])
+        self._spawn(
+            "etcd",
+            [
+                str(bin_dir / "etcd"),
+                "--name=kubenova",
+                f"--data-dir={data}",
+                f"--listen-client-urls={url}",
+                f"--advertise-client-urls={url}",
+                f"--listen-peer-urls=http://{LOOPBACK}:{peer}",
+                f"--initial-advertise-peer-urls=http://{LOOPBACK}:{peer}",
+                f"--initial-cluster=kubenova=http://{LOOPBACK}:{peer}",
+                "--unsafe-no-fsync",
+                "--log-level=warn",
+                # 0 disables the periodic metrics listener we never read.
+                "--listen-metrics-urls=",
+            ],
+        )
         return url
 
     def _start_apiserver(
         self, bin_dir: pathlib.Path, etcd_url: str, certs: dict[str, pathlib.Path]
     ) -> None:
         self.apiserver_port = free_port()
-        self._spawn("kube-apiserver", [
-            str(bin_dir / "kube-apiserver"),
-            f"--etcd-servers={etcd_url}",
-            f"--bind-address={LOOPBACK}", f"--secure-port={self.apiserver_port}",
-            # Loopback advertise address with no endpoint reconciler: sandboxes have no
-            # default route, and the reconciler would reject a loopback endpoint.
-            f"--advertise-address={LOOPBACK}", "--endpoint-reconciler-type=none",
-            f"--cert-dir={self.pki_dir}",
-            f"--tls-cert-file={certs['serving_cert']}",
-            f"--tls-private-key-file={certs['serving_key']}",
-            f"--client-ca-file={certs['ca']}",
-            f"--service-account-issuer=https://{LOOPBACK}:{self.apiserver_port}",
-            f"--service-account-key-file={certs['sa_pub']}",
-            f"--service-account-signing-key-file={certs['sa_key']}",
-            "--service-cluster-ip-range=10.0.0.0/24",
-            "--authorization-mode=RBAC",
-            "--allow-privileged=true",
-            # Tests create Events in bursts; keep the defaults otherwise.
-            "--event-ttl=1h",
-        ])
+        self._spawn(
+            "kube-apiserver",
+            [
+                str(bin_dir / "kube-apiserver"),
+                f"--etcd-servers={etcd_url}",
+                f"--bind-address={LOOPBACK}",
+                f"--secure-port={self.apiserver_port}",
+                # Loopback advertise address with no endpoint reconciler: sandboxes have no
+                # default route, and the reconciler would reject a loopback endpoint.
+                f"--advertise-address={LOOPBACK}",
+                "--endpoint-reconciler-type=none",
+                f"--cert-dir={self.pki_dir}",
+                f"--tls-cert-file={certs['serving_cert']}",
+                f"--tls-private-key-file={certs['serving_key']}",
+                f"--client-ca-file={certs['ca']}",
+                f"--service-account-issuer=https://{LOOPBACK}:{self.apiserver_port}",
+                f"--service-account-key-file={certs['sa_pub']}",
+                f"--service-account-signing-key-file={certs['sa_key']}",
+                "--service-cluster-ip-range=10.0.0.0/24",
+                "--authorization-mode=RBAC",
+                "--allow-privileged=true",
+                # Tests create Events in bursts; keep the defaults otherwise.
+                "--event-ttl=1h",
+            ],
+        )
 
-    def _start_controller_manager(self, bin_dir: pathlib.Path, certs: dict[str, pathlib.Path]) -> None:
+    def _start_controller_manager(
+        self, bin_dir: pathlib.Path, certs: dict[str, pathlib.Path]
+    ) -> None:
         # Garbage collection (ownerReferences), namespace deletion and service-account
         # tokens need it; Deployments and DaemonSets are reconciled too (no kubelet runs them).
-        self._spawn("kube-controller-manager", [
-            str(bin_dir / "kube-controller-manager"),
-            f"--kubeconfig={self.kubeconfig}", "--leader-elect=false",
-            f"--bind-address={LOOPBACK}", f"--secure-port={free_port()}",
-            f"--root-ca-file={certs['ca']}",
-            f"--service-account-private-key-file={certs['sa_key']}",
-            "--use-service-account-credentials=false",
-            "--controllers=*,-nodeipam,-nodelifecycle,-route,-service,-cloud-node-lifecycle",
-        ])
+        self._spawn(
+            "kube-controller-manager",
+            [
+                str(bin_dir / "kube-controller-manager"),
+                f"--kubeconfig={self.kubeconfig}",
+                "--leader-elect=false",
+                f"--bind-address={LOOPBACK}",
+                f"--secure-port={free_port()}",
+                f"--root-ca-file={certs['ca']}",
+                f"--service-account-private-key-file={certs['sa_key']}",
+                "--use-service-account-credentials=false",
+                "--controllers=*,-nodeipam,-nodelifecycle,-route,-service,-cloud-node-lifecycle",
+            ],
+        )
 
     def _write_kubeconfig(self, certs: dict[str, pathlib.Path]) -> None:
         def b64(path: pathlib.Path) -> str:
@@ -217,16 +246,34 @@ class ControlPlane:
         config = {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": "kubenova", "cluster": {
-                "server": self.server, "certificate-authority-data": b64(certs["ca"]),
-            }}],
-            "users": [{"name": ADMIN_USER, "user": {
-                "client-certificate-data": b64(certs["admin_cert"]),
-                "client-key-data": b64(certs["admin_key"]),
-            }}],
-            "contexts": [{"name": "kubenova", "context": {
-                "cluster": "kubenova", "user": ADMIN_USER, "namespace": "default",
-            }}],
+            "clusters": [
+                {
+                    "name": "kubenova",
+                    "cluster": {
+                        "server": self.server,
+                        "certificate-authority-data": b64(certs["ca"]),
+                    },
+                }
+            ],
+            "users": [
+                {
+                    "name": ADMIN_USER,
+                    "user": {
+                        "client-certificate-data": b64(certs["admin_cert"]),
+                        "client-key-data": b64(certs["admin_key"]),
+                    },
+                }
+            ],
+            "contexts": [
+                {
+                    "name": "kubenova",
+                    "context": {
+                        "cluster": "kubenova",
+                        "user": ADMIN_USER,
+                        "namespace": "default",
+                    },
+                }
+            ],
             "current-context": "kubenova",
         }
         # JSON is YAML; no dependency needed for a file kubectl and clients read.
@@ -253,12 +300,18 @@ class ControlPlane:
             except (urllib.error.URLError, OSError) as exc:
                 last = str(exc)
             time.sleep(0.1)
-        raise TimeoutError(f"kube-apiserver not ready after {READY_TIMEOUT}s ({last}): "
-                           f"{self._tail('kube-apiserver')}")
+        raise TimeoutError(
+            f"kube-apiserver not ready after {READY_TIMEOUT}s ({last}): "
+            f"{self._tail('kube-apiserver')}"
+        )
 
     def _tail(self, name: str, lines: int = 20) -> str:
         path = self.log_dir / f"{name}.log"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+        return (
+            "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+            if path.exists()
+            else ""
+        )
 
     # --- stop ------------------------------------------------------------------------------
 

@@ -20,8 +20,9 @@ STATE_DIR = REPO / ".kubenova"
 
 
 def kubectl(kubeconfig: pathlib.Path, *args: str) -> None:
-    subprocess.run(["kubectl", f"--kubeconfig={kubeconfig}", *args], check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        ["kubectl", f"--kubeconfig={kubeconfig}", *args], check=True, stdout=subprocess.DEVNULL
+    )
 
 
 def up(state_dir: pathlib.Path) -> int:
@@ -35,8 +36,11 @@ def up(state_dir: pathlib.Path) -> int:
     kubectl(plane.kubeconfig, "apply", *crds)
     kubectl(plane.kubeconfig, "wait", "--for=condition=Established", "--timeout=60s", *crds)
     kubectl(plane.kubeconfig, "apply", "-f", str(samples / "flavors.yaml"))
-    print(f"kubenova is up in {time.monotonic() - began:.1f}s "
-          f"(control plane {plane.startup_seconds:.1f}s) at {plane.server}", file=sys.stderr)
+    print(
+        f"kubenova is up in {time.monotonic() - began:.1f}s "
+        f"(control plane {plane.startup_seconds:.1f}s) at {plane.server}",
+        file=sys.stderr,
+    )
     print(f"logs: {plane.log_dir}   stop: make down", file=sys.stderr)
     print(f"export KUBECONFIG={plane.kubeconfig}")
     return 0

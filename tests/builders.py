@@ -25,7 +25,9 @@ def instance(name: str, *, namespace: str = "default", **spec: Any) -> dict[str,
     }
 
 
-def snapshot(name: str = "m1.tiny", vcpus: int = 1, memory_mib: int = 512, disk_gib: int = 1) -> dict[str, Any]:
+def snapshot(
+    name: str = "m1.tiny", vcpus: int = 1, memory_mib: int = 512, disk_gib: int = 1
+) -> dict[str, Any]:
     return {"name": name, "vcpus": vcpus, "memoryMiB": memory_mib, "diskGiB": disk_gib}
 
 

@@ -6,8 +6,8 @@ import pathlib
 from collections.abc import Iterator
 
 import pytest
-
 from hack import controlplane
+
 from tests import kube
 
 

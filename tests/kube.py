@@ -34,7 +34,11 @@ class Kubectl:
     def run(self, *args: str, stdin: str | None = None, timeout: float = 60) -> Result:
         proc = subprocess.run(
             ["kubectl", f"--kubeconfig={self.kubeconfig}", *args],
-            input=stdin, capture_output=True, text=True, timeout=timeout, check=False,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
         return Result(proc.returncode, proc.stdout, proc.stderr)
 

@@ -1,6 +1,6 @@
 """The `kubenova` command: thin mains for each component (like KubeVirt's cmd/).
 
-    kubenova crds [--output-dir DIR]       write the CRD manifests generated from the models
+kubenova crds [--output-dir DIR]       write the CRD manifests generated from the models
 """
 
 from __future__ import annotations

@@ -27,8 +27,11 @@ def test_get_flavors_lists_the_samples_with_sizes(samples: Kubectl) -> None:
 
 @pytest.fixture(scope="module")
 def one_of_each(samples: Kubectl) -> Kubectl:
-    for manifest in (builders.instance("cols-demo"), builders.migration("cols-demo"),
-                     builders.hypervisor("node-cols")):
+    for manifest in (
+        builders.instance("cols-demo"),
+        builders.migration("cols-demo"),
+        builders.hypervisor("node-cols"),
+    ):
         result = samples.apply(manifest)
         assert result.ok, result.stderr
     return samples
@@ -51,8 +54,15 @@ def test_short_names_and_columns(one_of_each: Kubectl, short: str, header: str) 
 
 def test_columns_show_progress(kubectl: Kubectl) -> None:
     kubectl.apply(kube.SAMPLES.joinpath("instance.yaml").read_text().replace("demo", "cols"))
-    kubectl("patch", "instance", "cols", "--subresource=status", "--type=merge", "-p",
-            '{"status":{"phase":"RESIZE","taskState":"resize_migrating","node":"node-a"}}')
+    kubectl(
+        "patch",
+        "instance",
+        "cols",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        '{"status":{"phase":"RESIZE","taskState":"resize_migrating","node":"node-a"}}',
+    )
     lines = kubectl("get", "inst", "cols").splitlines()
     assert " ".join(lines[0].split()) == "NAME FLAVOR STATUS TASK NODE AGE"
     assert lines[1].split()[:5] == ["cols", "m1.tiny", "RESIZE", "resize_migrating", "node-a"]
@@ -81,6 +91,8 @@ def test_explain_describes_fields(kubectl: Kubectl, path: str, words: str) -> No
 def test_kubenova_category_lists_every_kind(kubectl: Kubectl) -> None:
     resources = kubectl("api-resources", "--categories=kubenova", "-o", "name").split()
     assert sorted(resources) == [
-        "flavors.compute.kubenova.io", "hypervisors.compute.kubenova.io",
-        "instances.compute.kubenova.io", "migrations.compute.kubenova.io",
+        "flavors.compute.kubenova.io",
+        "hypervisors.compute.kubenova.io",
+        "instances.compute.kubenova.io",
+        "migrations.compute.kubenova.io",
     ]

@@ -52,120 +52,230 @@ class Case:
 
 
 def _mig(name: str, *phases: str) -> tuple[Op, ...]:
-    return (create(builders.migration(name)),) + tuple(
-        patch_status("migrations", name, phase=p) for p in phases
+    return (
+        create(builders.migration(name)),
+        *(patch_status("migrations", name, phase=p) for p in phases),
     )
 
 
 CASES = [
     # --- Flavor: bounds and immutability ---------------------------------------------------
-    Case("flavor-vcpus-0", create(builders.flavor("f-vcpus0", vcpus=0)),
-         ("spec.vcpus", "should be greater than or equal to 1")),
-    Case("flavor-memory-16", create(builders.flavor("f-mem16", memoryMiB=16)),
-         ("spec.memoryMiB", "should be greater than or equal to 64")),
-    Case("flavor-disk-0", create(builders.flavor("f-disk0", diskGiB=0)),
-         ("spec.diskGiB", "should be greater than or equal to 1")),
-    Case("flavor-vcpus-too-many", create(builders.flavor("f-vcpus-big", vcpus=4096)),
-         ("spec.vcpus", "should be less than or equal to 1024")),
-    Case("flavor-vcpus-not-a-number", create(builders.flavor("f-vcpus-str", vcpus="two")),
-         ("spec.vcpus", "must be of type integer")),
-    Case("flavor-memory-missing",
-         create({**builders.flavor("f-nomem"), "spec": {"vcpus": 1, "diskGiB": 1}}),
-         ("spec.memoryMiB", "Required value")),
-    Case("flavor-spec-missing",
-         create({k: v for k, v in builders.flavor("f-nospec").items() if k != "spec"}),
-         ("spec", "Required value")),
-    Case("flavor-vcpus-edit", patch_spec("flavors", "f-edit", vcpus=2),
-         ("spec.vcpus", "vcpus is immutable", "create a new Flavor"),
-         setup=(create(builders.flavor("f-edit")),), target=("flavors", "f-edit")),
-    Case("flavor-disk-edit", patch_spec("flavors", "f-edit-disk", diskGiB=9),
-         ("spec.diskGiB", "diskGiB is immutable"),
-         setup=(create(builders.flavor("f-edit-disk")),), target=("flavors", "f-edit-disk")),
+    Case(
+        "flavor-vcpus-0",
+        create(builders.flavor("f-vcpus0", vcpus=0)),
+        ("spec.vcpus", "should be greater than or equal to 1"),
+    ),
+    Case(
+        "flavor-memory-16",
+        create(builders.flavor("f-mem16", memoryMiB=16)),
+        ("spec.memoryMiB", "should be greater than or equal to 64"),
+    ),
+    Case(
+        "flavor-disk-0",
+        create(builders.flavor("f-disk0", diskGiB=0)),
+        ("spec.diskGiB", "should be greater than or equal to 1"),
+    ),
+    Case(
+        "flavor-vcpus-too-many",
+        create(builders.flavor("f-vcpus-big", vcpus=4096)),
+        ("spec.vcpus", "should be less than or equal to 1024"),
+    ),
+    Case(
+        "flavor-vcpus-not-a-number",
+        create(builders.flavor("f-vcpus-str", vcpus="two")),
+        ("spec.vcpus", "must be of type integer"),
+    ),
+    Case(
+        "flavor-memory-missing",
+        create({**builders.flavor("f-nomem"), "spec": {"vcpus": 1, "diskGiB": 1}}),
+        ("spec.memoryMiB", "Required value"),
+    ),
+    Case(
+        "flavor-spec-missing",
+        create({k: v for k, v in builders.flavor("f-nospec").items() if k != "spec"}),
+        ("spec", "Required value"),
+    ),
+    Case(
+        "flavor-vcpus-edit",
+        patch_spec("flavors", "f-edit", vcpus=2),
+        ("spec.vcpus", "vcpus is immutable", "create a new Flavor"),
+        setup=(create(builders.flavor("f-edit")),),
+        target=("flavors", "f-edit"),
+    ),
+    Case(
+        "flavor-disk-edit",
+        patch_spec("flavors", "f-edit-disk", diskGiB=9),
+        ("spec.diskGiB", "diskGiB is immutable"),
+        setup=(create(builders.flavor("f-edit-disk")),),
+        target=("flavors", "f-edit-disk"),
+    ),
     # --- Instance: spec -------------------------------------------------------------------
-    Case("instance-flavor-missing",
-         create({**builders.instance("i-noflavor"), "spec": {"image": "cirros"}}),
-         ("spec.flavor", "Required value")),
-    Case("instance-flavor-not-a-name", create(builders.instance("i-badname", flavor="M1 Tiny")),
-         ("spec.flavor", "should match")),
-    Case("instance-power-state-paused", create(builders.instance("i-paused", powerState="Paused")),
-         ("spec.powerState", 'Unsupported value: "Paused"', '"Running", "Stopped"')),
-    Case("instance-shutdown-timeout-negative",
-         create(builders.instance("i-timeout", shutdownTimeoutSeconds=-1)),
-         ("spec.shutdownTimeoutSeconds", "greater than or equal to 0")),
-    Case("instance-image-edit", patch_spec("instances", "i-image", image="ubuntu"),
-         ("spec.image", "image is immutable"),
-         setup=(create(builders.instance("i-image")),), target=("instances", "i-image")),
-    Case("instance-flavor-edit-in-verify-resize",
-         patch_spec("instances", "i-verify", flavor="m1.medium"),
-         ("spec.flavor", "Forbidden", "while status.phase is VERIFY_RESIZE",
-          "confirm or revert the pending resize first"),
-         setup=(create(builders.instance("i-verify")),
-                patch_status("instances", "i-verify", phase="VERIFY_RESIZE")),
-         target=("instances", "i-verify")),
-    Case("instance-flavor-edit-in-resize",
-         patch_spec("instances", "i-resize", flavor="m1.medium"),
-         ("spec.flavor", "while status.phase is RESIZE"),
-         setup=(create(builders.instance("i-resize")),
-                patch_status("instances", "i-resize", phase="RESIZE", taskState="resize_prep")),
-         target=("instances", "i-resize")),
-    Case("instance-flavor-edit-in-error",
-         patch_spec("instances", "i-error", flavor="m1.medium"),
-         ("while status.phase is ERROR",),
-         setup=(create(builders.instance("i-error")),
-                patch_status("instances", "i-error", phase="ERROR")),
-         target=("instances", "i-error")),
+    Case(
+        "instance-flavor-missing",
+        create({**builders.instance("i-noflavor"), "spec": {"image": "cirros"}}),
+        ("spec.flavor", "Required value"),
+    ),
+    Case(
+        "instance-flavor-not-a-name",
+        create(builders.instance("i-badname", flavor="M1 Tiny")),
+        ("spec.flavor", "should match"),
+    ),
+    Case(
+        "instance-power-state-paused",
+        create(builders.instance("i-paused", powerState="Paused")),
+        ("spec.powerState", 'Unsupported value: "Paused"', '"Running", "Stopped"'),
+    ),
+    Case(
+        "instance-shutdown-timeout-negative",
+        create(builders.instance("i-timeout", shutdownTimeoutSeconds=-1)),
+        ("spec.shutdownTimeoutSeconds", "greater than or equal to 0"),
+    ),
+    Case(
+        "instance-image-edit",
+        patch_spec("instances", "i-image", image="ubuntu"),
+        ("spec.image", "image is immutable"),
+        setup=(create(builders.instance("i-image")),),
+        target=("instances", "i-image"),
+    ),
+    Case(
+        "instance-flavor-edit-in-verify-resize",
+        patch_spec("instances", "i-verify", flavor="m1.medium"),
+        (
+            "spec.flavor",
+            "Forbidden",
+            "while status.phase is VERIFY_RESIZE",
+            "confirm or revert the pending resize first",
+        ),
+        setup=(
+            create(builders.instance("i-verify")),
+            patch_status("instances", "i-verify", phase="VERIFY_RESIZE"),
+        ),
+        target=("instances", "i-verify"),
+    ),
+    Case(
+        "instance-flavor-edit-in-resize",
+        patch_spec("instances", "i-resize", flavor="m1.medium"),
+        ("spec.flavor", "while status.phase is RESIZE"),
+        setup=(
+            create(builders.instance("i-resize")),
+            patch_status("instances", "i-resize", phase="RESIZE", taskState="resize_prep"),
+        ),
+        target=("instances", "i-resize"),
+    ),
+    Case(
+        "instance-flavor-edit-in-error",
+        patch_spec("instances", "i-error", flavor="m1.medium"),
+        ("while status.phase is ERROR",),
+        setup=(
+            create(builders.instance("i-error")),
+            patch_status("instances", "i-error", phase="ERROR"),
+        ),
+        target=("instances", "i-error"),
+    ),
     # --- Instance: status (as the controller would write it) ------------------------------
-    Case("instance-phase-unknown", patch_status("instances", "i-phase", phase="Resizing"),
-         ("status.phase", 'Unsupported value: "Resizing"', '"VERIFY_RESIZE"'),
-         setup=(create(builders.instance("i-phase")),), target=("instances", "i-phase")),
-    Case("instance-task-state-unknown",
-         patch_status("instances", "i-task", phase="RESIZE", taskState="resizing"),
-         ("status.taskState", 'Unsupported value: "resizing"'),
-         setup=(create(builders.instance("i-task")),), target=("instances", "i-task")),
-    Case("instance-condition-status-maybe",
-         patch_status("instances", "i-cond", conditions=[builders.condition(status="Maybe")]),
-         ("status.conditions[0].status", 'Unsupported value: "Maybe"'),
-         setup=(create(builders.instance("i-cond")),), target=("instances", "i-cond")),
-    Case("instance-condition-reason-with-spaces",
-         patch_status("instances", "i-reason",
-                      conditions=[builders.condition(reason="no valid host")]),
-         ("status.conditions[0].reason", "should match"),
-         setup=(create(builders.instance("i-reason")),), target=("instances", "i-reason")),
+    Case(
+        "instance-phase-unknown",
+        patch_status("instances", "i-phase", phase="Resizing"),
+        ("status.phase", 'Unsupported value: "Resizing"', '"VERIFY_RESIZE"'),
+        setup=(create(builders.instance("i-phase")),),
+        target=("instances", "i-phase"),
+    ),
+    Case(
+        "instance-task-state-unknown",
+        patch_status("instances", "i-task", phase="RESIZE", taskState="resizing"),
+        ("status.taskState", 'Unsupported value: "resizing"'),
+        setup=(create(builders.instance("i-task")),),
+        target=("instances", "i-task"),
+    ),
+    Case(
+        "instance-condition-status-maybe",
+        patch_status("instances", "i-cond", conditions=[builders.condition(status="Maybe")]),
+        ("status.conditions[0].status", 'Unsupported value: "Maybe"'),
+        setup=(create(builders.instance("i-cond")),),
+        target=("instances", "i-cond"),
+    ),
+    Case(
+        "instance-condition-reason-with-spaces",
+        patch_status(
+            "instances", "i-reason", conditions=[builders.condition(reason="no valid host")]
+        ),
+        ("status.conditions[0].reason", "should match"),
+        setup=(create(builders.instance("i-reason")),),
+        target=("instances", "i-reason"),
+    ),
     # --- Migration: the work order and its phase machine -----------------------------------
-    Case("migration-type-live", create(builders.migration("m-live", type="live")),
-         ("spec.type", 'Unsupported value: "live"')),
-    Case("migration-spec-edit", patch_spec("migrations", "m-edit", destNode="node-b"),
-         ("spec is immutable",),
-         setup=_mig("m-edit"), target=("migrations", "m-edit")),
-    Case("migration-skips-to-confirmed", patch_status("migrations", "m-skip", phase="confirmed"),
-         ("illegal migration phase transition from pre-migrating to confirmed",),
-         setup=_mig("m-skip", "pre-migrating"), target=("migrations", "m-skip")),
-    Case("migration-goes-backwards", patch_status("migrations", "m-back", phase="migrating"),
-         ("illegal migration phase transition from finished to migrating",),
-         setup=_mig("m-back", "pre-migrating", "migrating", "post-migrating", "finished"),
-         target=("migrations", "m-back")),
-    Case("migration-revert-after-confirm", patch_status("migrations", "m-late", phase="reverting"),
-         ("illegal migration phase transition from confirmed to reverting",),
-         setup=_mig("m-late", "pre-migrating", "migrating", "post-migrating", "finished",
-                    "confirming", "confirmed"),
-         target=("migrations", "m-late")),
+    Case(
+        "migration-type-live",
+        create(builders.migration("m-live", type="live")),
+        ("spec.type", 'Unsupported value: "live"'),
+    ),
+    Case(
+        "migration-spec-edit",
+        patch_spec("migrations", "m-edit", destNode="node-b"),
+        ("spec is immutable",),
+        setup=_mig("m-edit"),
+        target=("migrations", "m-edit"),
+    ),
+    Case(
+        "migration-skips-to-confirmed",
+        patch_status("migrations", "m-skip", phase="confirmed"),
+        ("illegal migration phase transition from pre-migrating to confirmed",),
+        setup=_mig("m-skip", "pre-migrating"),
+        target=("migrations", "m-skip"),
+    ),
+    Case(
+        "migration-goes-backwards",
+        patch_status("migrations", "m-back", phase="migrating"),
+        ("illegal migration phase transition from finished to migrating",),
+        setup=_mig("m-back", "pre-migrating", "migrating", "post-migrating", "finished"),
+        target=("migrations", "m-back"),
+    ),
+    Case(
+        "migration-revert-after-confirm",
+        patch_status("migrations", "m-late", phase="reverting"),
+        ("illegal migration phase transition from confirmed to reverting",),
+        setup=_mig(
+            "m-late",
+            "pre-migrating",
+            "migrating",
+            "post-migrating",
+            "finished",
+            "confirming",
+            "confirmed",
+        ),
+        target=("migrations", "m-late"),
+    ),
     # --- Hypervisor ------------------------------------------------------------------------
-    Case("hypervisor-negative-ratio",
-         create(builders.hypervisor("hv-ratio", allocationRatios={"cpu": -1})),
-         ("spec.allocationRatios.cpu", "greater than or equal to 0")),
-    Case("hypervisor-unknown-driver",
-         patch_status("hypervisors", "hv-xen", agent={
-             "driver": "xen", "heartbeatTime": "2026-11-27T12:00:00Z",
-             "capacity": {"vcpus": 4, "memoryMiB": 4096, "diskGiB": 40}}),
-         ("status.agent.driver", 'Unsupported value: "xen"'),
-         setup=(create(builders.hypervisor("hv-xen")),), target=("hypervisors", "hv-xen")),
+    Case(
+        "hypervisor-negative-ratio",
+        create(builders.hypervisor("hv-ratio", allocationRatios={"cpu": -1})),
+        ("spec.allocationRatios.cpu", "greater than or equal to 0"),
+    ),
+    Case(
+        "hypervisor-unknown-driver",
+        patch_status(
+            "hypervisors",
+            "hv-xen",
+            agent={
+                "driver": "xen",
+                "heartbeatTime": "2026-11-27T12:00:00Z",
+                "capacity": {"vcpus": 4, "memoryMiB": 4096, "diskGiB": 40},
+            },
+        ),
+        ("status.agent.driver", 'Unsupported value: "xen"'),
+        setup=(create(builders.hypervisor("hv-xen")),),
+        target=("hypervisors", "hv-xen"),
+    ),
 ]
 
 
 def _stored(kubectl: Kubectl, target: tuple[str, str]) -> dict[str, Any]:
     obj = kubectl.get_json(f"{target[0]}.{GROUP}", target[1])
-    return {"spec": obj.get("spec"), "status": obj.get("status"),
-            "resourceVersion": obj["metadata"]["resourceVersion"]}
+    return {
+        "spec": obj.get("spec"),
+        "status": obj.get("status"),
+        "resourceVersion": obj["metadata"]["resourceVersion"],
+    }
 
 
 def test_at_least_fifteen_cases() -> None:
@@ -190,6 +300,7 @@ def test_api_server_refuses(kubectl: Kubectl, case: Case) -> None:
 
 
 # --- the same rules let legal requests through (so the refusals above are not blanket) -----
+
 
 def test_flavor_can_be_disabled_and_described(kubectl: Kubectl) -> None:
     assert create(builders.flavor("f-retire"))(kubectl).ok

@@ -23,9 +23,23 @@ RESOURCES: tuple[resource.CustomResource, ...] = (
 
 # Keys of JSON Schema that mean the same in a CRD's OpenAPI v3 subset.
 _KEPT = {
-    "type", "format", "description", "enum", "default", "minimum", "maximum",
-    "minLength", "maxLength", "pattern", "minItems", "maxItems", "items",
-    "properties", "required", "additionalProperties", "nullable",
+    "type",
+    "format",
+    "description",
+    "enum",
+    "default",
+    "minimum",
+    "maximum",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "minItems",
+    "maxItems",
+    "items",
+    "properties",
+    "required",
+    "additionalProperties",
+    "nullable",
 }
 _DROPPED = {"title"}
 
@@ -34,8 +48,8 @@ class SchemaError(ValueError):
     """The model uses a construct a structural CRD schema cannot express."""
 
 
-def structural(schema: dict[str, Any], defs: dict[str, Any], path: str = "") -> dict[str, Any]:
-    """Rewrite one pydantic JSON Schema node (and its children) into a structural CRD schema."""
+def _resolve(schema: dict[str, Any], defs: dict[str, Any], path: str) -> dict[str, Any]:
+    """Inline $ref and unwrap Optional[X]; refuse nodes a CRD cannot type."""
     node = dict(schema)
     if "$ref" in node:
         target = defs[node.pop("$ref").split("/")[-1]]
@@ -44,16 +58,22 @@ def structural(schema: dict[str, Any], defs: dict[str, Any], path: str = "") -> 
         variants = [v for v in node.pop("anyOf") if v != {"type": "null"}]
         if len(variants) != 1:
             raise SchemaError(f"{path}: only Optional[X] unions are supported, got {variants}")
-        node = {**structural(variants[0], defs, path), **node}
+        node = {**_resolve(variants[0], defs, path), **node}
         node.pop("default", None)  # None defaults mean "unset", not a value to store
     if "exclusiveMinimum" in node or "exclusiveMaximum" in node:
-        raise SchemaError(f"{path}: use ge/le, not gt/lt (OpenAPI 3.0 has no numeric exclusive bounds)")
-    if node.get("type") == "null" or "type" not in node and "enum" not in node:
+        raise SchemaError(
+            f"{path}: use ge/le, not gt/lt (OpenAPI 3.0 has no numeric exclusive bounds)"
+        )
+    if node.get("type") == "null" or ("type" not in node and "enum" not in node):
         raise SchemaError(f"{path}: every schema node needs a type")
-    if "enum" in node and "type" not in node:
-        node["type"] = "string"
+    node.setdefault("type", "string")  # pydantic leaves the type off str enums
+    return node
+
+
+def structural(schema: dict[str, Any], defs: dict[str, Any], path: str = "") -> dict[str, Any]:
+    """Rewrite one pydantic JSON Schema node (and its children) into a structural CRD schema."""
     out: dict[str, Any] = {}
-    for key, value in node.items():
+    for key, value in _resolve(schema, defs, path).items():
         if key in _DROPPED:
             continue
         if key.startswith("x-kubernetes-"):

@@ -14,9 +14,10 @@ from kubenova.api import common, resource
 _IMMUTABLE = "is immutable: sizes of a Flavor never change; create a new Flavor instead"
 
 
-def _immutable(field: str) -> dict[str, object]:
-    rule = resource.Rule(rule="self == oldSelf", message=f"{field} {_IMMUTABLE}")
-    return {"x-kubernetes-validations": [rule.to_wire()]}
+def _immutable(field: str) -> dict[str, pydantic.JsonValue]:
+    return resource.validations(
+        resource.Rule(rule="self == oldSelf", message=f"{field} {_IMMUTABLE}")
+    )
 
 
 class FlavorSpec(common.Model):

@@ -42,7 +42,9 @@ class HypervisorSpec(common.Model):
 
     disabled: bool = pydantic.Field(
         default=False,
-        description="A disabled hypervisor receives no new instances or migrations (nova service-disable).",
+        description=(
+            "A disabled hypervisor receives no new instances or migrations (nova service-disable)."
+        ),
     )
     disabled_reason: str = pydantic.Field(
         default="", max_length=255, description="Why the hypervisor is disabled."

@@ -33,7 +33,7 @@ RESIZABLE_PHASES = (Phase.ACTIVE, Phase.SHUTOFF)
 
 
 class TaskState(enum.StrEnum):
-    """What the instance is doing right now (Nova's task_state); empty when idle. Controller-owned."""
+    """What the instance is doing now (Nova's task_state); empty when idle. Controller-owned."""
 
     NONE = ""
     SCHEDULING = "scheduling"
@@ -72,14 +72,12 @@ class InstanceSpec(common.Model):
             "Boot image: a path or name the node's driver resolves (a qcow2 file for libvirt). "
             "Immutable."
         ),
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                resource.Rule(
-                    rule="self == oldSelf",
-                    message="image is immutable: rebuild is not supported; create a new Instance",
-                ).to_wire()
-            ]
-        },
+        json_schema_extra=resource.validations(
+            resource.Rule(
+                rule="self == oldSelf",
+                message="image is immutable: rebuild is not supported; create a new Instance",
+            )
+        ),
     )
     power_state: PowerState = pydantic.Field(
         default=PowerState.RUNNING,
@@ -111,7 +109,9 @@ class HostStatus(common.Model):
     memory_mib: int = pydantic.Field(
         alias="memoryMiB", ge=0, description="Memory of the guest definition, MiB."
     )
-    disk_gib: int = pydantic.Field(alias="diskGiB", ge=0, description="Virtual size of the root disk, GiB.")
+    disk_gib: int = pydantic.Field(
+        alias="diskGiB", ge=0, description="Virtual size of the root disk, GiB."
+    )
     observed_at: datetime.datetime = pydantic.Field(description="When the agent looked.")
 
 
@@ -127,7 +127,9 @@ class InstanceStatus(common.Model):
     )
     task_state: TaskState | None = pydantic.Field(
         default=None,
-        description="Step in progress, as Nova's task_state (e.g. resize_migrating); empty when idle.",
+        description=(
+            "Step in progress, as Nova's task_state (e.g. resize_migrating); empty when idle."
+        ),
     )
     node: str | None = common.name_field(
         "Node (Hypervisor) the instance is placed on.", default=None

@@ -108,7 +108,9 @@ class MigrationSpec(common.Model):
         description="resize (new flavor, same or other node) or migration (cold migrate)."
     )
     source_node: str = common.name_field("Node the instance runs on before the operation.")
-    dest_node: str = common.name_field("Node the scheduler chose; equal to sourceNode for a same-host resize.")
+    dest_node: str = common.name_field(
+        "Node the scheduler chose; equal to sourceNode for a same-host resize."
+    )
     old_flavor: common.FlavorSnapshot = pydantic.Field(
         description="Sizes before; the source claim, held until confirm."
     )
@@ -176,11 +178,21 @@ RESOURCE = resource.CustomResource(
         resource.PrinterColumn(
             name="TYPE", json_path=".spec.type", description="resize or migration."
         ),
-        resource.PrinterColumn(name="SOURCE", json_path=".spec.sourceNode", description="Source node."),
-        resource.PrinterColumn(name="DEST", json_path=".spec.destNode", description="Destination node."),
-        resource.PrinterColumn(name="OLD", json_path=".spec.oldFlavor.name", description="Old flavor."),
-        resource.PrinterColumn(name="NEW", json_path=".spec.newFlavor.name", description="New flavor."),
-        resource.PrinterColumn(name="STATUS", json_path=".status.phase", description="Migration phase."),
+        resource.PrinterColumn(
+            name="SOURCE", json_path=".spec.sourceNode", description="Source node."
+        ),
+        resource.PrinterColumn(
+            name="DEST", json_path=".spec.destNode", description="Destination node."
+        ),
+        resource.PrinterColumn(
+            name="OLD", json_path=".spec.oldFlavor.name", description="Old flavor."
+        ),
+        resource.PrinterColumn(
+            name="NEW", json_path=".spec.newFlavor.name", description="New flavor."
+        ),
+        resource.PrinterColumn(
+            name="STATUS", json_path=".status.phase", description="Migration phase."
+        ),
         resource.AGE,
     ),
 )

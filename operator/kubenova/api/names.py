@@ -36,7 +36,7 @@ class ResizeAction(enum.StrEnum):
 
 
 class ConditionType(enum.StrEnum):
-    """Condition types on an Instance (Kubernetes API conventions: positive polarity where possible)."""
+    """Condition types on an Instance (Kubernetes API conventions)."""
 
     READY = "Ready"
     RESIZE_FAILED = "ResizeFailed"

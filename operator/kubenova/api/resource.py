@@ -39,8 +39,8 @@ class Rule:
     reason: str = ""  # FieldValueInvalid (default), FieldValueForbidden, ...
     field_path: str = ""
 
-    def to_wire(self) -> dict[str, str]:
-        wire = {"rule": self.rule}
+    def to_wire(self) -> dict[str, pydantic.JsonValue]:
+        wire: dict[str, pydantic.JsonValue] = {"rule": self.rule}
         if self.message:
             wire["message"] = self.message
         if self.message_expression:
@@ -77,6 +77,11 @@ class CustomResource:
     @property
     def crd_name(self) -> str:
         return f"{self.plural}.{names.GROUP}"
+
+
+def validations(*rules: Rule) -> dict[str, pydantic.JsonValue]:
+    """json_schema_extra that attaches CEL rules to one field."""
+    return {"x-kubernetes-validations": [r.to_wire() for r in rules]}
 
 
 AGE = PrinterColumn(

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from kubenova import cli
-from kubenova.api import crd, resource
+from kubenova.api import crd, flavor, instance, resource
 from tests import kube
 
 
@@ -66,23 +66,40 @@ def test_structural_refuses_exclusive_bounds() -> None:
 def test_crds_name_the_public_interface() -> None:
     by_kind = {m["spec"]["names"]["kind"]: m for m in crd.manifests()}
     assert {k: m["spec"]["names"]["shortNames"] for k, m in by_kind.items()} == {
-        "Flavor": ["flv"], "Instance": ["inst"], "Migration": ["mig"], "Hypervisor": ["hv"],
+        "Flavor": ["flv"],
+        "Instance": ["inst"],
+        "Migration": ["mig"],
+        "Hypervisor": ["hv"],
     }
     assert {k: m["spec"]["scope"] for k, m in by_kind.items()} == {
-        "Flavor": "Cluster", "Instance": "Namespaced",
-        "Migration": "Namespaced", "Hypervisor": "Cluster",
+        "Flavor": "Cluster",
+        "Instance": "Namespaced",
+        "Migration": "Namespaced",
+        "Hypervisor": "Cluster",
     }
     columns = {
-        k: [c["name"] for c in m["spec"]["versions"][0]["additionalPrinterColumns"]
-            if not c.get("priority")]
+        k: [
+            c["name"]
+            for c in m["spec"]["versions"][0]["additionalPrinterColumns"]
+            if not c.get("priority")
+        ]
         for k, m in by_kind.items()
     }
     assert columns == {
         "Flavor": ["VCPUS", "MEMORY", "DISK", "Age"],
         "Instance": ["FLAVOR", "STATUS", "TASK", "NODE", "Age"],
         "Migration": ["INSTANCE", "TYPE", "SOURCE", "DEST", "OLD", "NEW", "STATUS", "Age"],
-        "Hypervisor": ["VCPUS", "USED", "MEMORY", "USED", "DISK", "USED", "INSTANCES", "STATE",
-                       "Age"],
+        "Hypervisor": [
+            "VCPUS",
+            "USED",
+            "MEMORY",
+            "USED",
+            "DISK",
+            "USED",
+            "INSTANCES",
+            "STATE",
+            "Age",
+        ],
     }
 
 
@@ -94,12 +111,16 @@ def test_status_subresource_on_every_kind_with_status() -> None:
 
 
 def test_samples_parse_as_models() -> None:
-    from kubenova.api import flavor, instance
-
     models = {"Flavor": flavor.Flavor, "Instance": instance.Instance}
-    docs = [d for p in sorted(kube.SAMPLES.glob("*.yaml")) for d in yaml.safe_load_all(p.read_text())]
+    docs = [
+        d for p in sorted(kube.SAMPLES.glob("*.yaml")) for d in yaml.safe_load_all(p.read_text())
+    ]
     assert {d["metadata"]["name"] for d in docs if d["kind"] == "Flavor"} == {
-        "m1.tiny", "m1.small", "m1.medium", "m1.large", "m1.xlarge",
+        "m1.tiny",
+        "m1.small",
+        "m1.medium",
+        "m1.large",
+        "m1.xlarge",
     }
     for doc in docs:
         models[doc["kind"]].model_validate(doc)

@@ -1,4 +1,4 @@
-"""The migration phase table: one writer per transition, Nova's order, no way out of a final phase."""
+"""The migration phase table: one writer per transition, Nova's order, final phases final."""
 
 from __future__ import annotations
 
@@ -6,20 +6,20 @@ import pytest
 
 from kubenova.api import migration
 from kubenova.api.migration import MigrationPhase as P
-from kubenova.api.migration import Writer as W
+from kubenova.api.migration import Writer as Wr
 
 
 @pytest.mark.parametrize(
     ("old", "new", "writer"),
     [
-        (None, P.PRE_MIGRATING, W.CONTROLLER),
-        (P.PRE_MIGRATING, P.MIGRATING, W.SOURCE),
-        (P.MIGRATING, P.POST_MIGRATING, W.DEST),
-        (P.POST_MIGRATING, P.FINISHED, W.DEST),
-        (P.FINISHED, P.CONFIRMING, W.CONTROLLER),
-        (P.CONFIRMING, P.CONFIRMED, W.SOURCE),
-        (P.FINISHED, P.REVERTING, W.CONTROLLER),
-        (P.REVERTING, P.REVERTED, W.SOURCE),
+        (None, P.PRE_MIGRATING, Wr.CONTROLLER),
+        (P.PRE_MIGRATING, P.MIGRATING, Wr.SOURCE),
+        (P.MIGRATING, P.POST_MIGRATING, Wr.DEST),
+        (P.POST_MIGRATING, P.FINISHED, Wr.DEST),
+        (P.FINISHED, P.CONFIRMING, Wr.CONTROLLER),
+        (P.CONFIRMING, P.CONFIRMED, Wr.SOURCE),
+        (P.FINISHED, P.REVERTING, Wr.CONTROLLER),
+        (P.REVERTING, P.REVERTED, Wr.SOURCE),
         (P.PRE_MIGRATING, P.FINISHED, None),
         (P.FINISHED, P.CONFIRMED, None),
         (P.CONFIRMED, P.REVERTING, None),
@@ -29,7 +29,7 @@ from kubenova.api.migration import Writer as W
     ],
     ids=lambda v: str(v) if v is not None else "none",
 )
-def test_writer_of(old: P | None, new: P, writer: W | None) -> None:
+def test_writer_of(old: P | None, new: P, writer: Wr | None) -> None:
     assert migration.writer_of(old, new) == writer
 
 

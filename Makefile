@@ -14,6 +14,7 @@ help:
 	@echo "make down     stop everything make up started"
 	@echo "make test     install what is missing, then lint, type-check and run every test"
 	@echo "make crds     regenerate crds/ from the API models"
+	@echo "make bench    benchmarks; figures printed and written to bench-results/"
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,8 +48,8 @@ test: lint controlplane
 unit: deps
 	$(PY) -m pytest tests/unit
 
-bench:
-	@echo "no benchmarks yet (see the open issues)"; exit 1
+bench: controlplane
+	$(PY) -m hack.bench_controlplane --runs 5
 
 clean: down
 	rm -rf $(VENV) .kubenova .pytest_cache .mypy_cache .ruff_cache

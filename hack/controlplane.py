@@ -94,8 +94,16 @@ def stop_pids(pids: dict[str, int]) -> None:
 class ControlPlane:
     """Start and stop one control plane whose files live under `directory`."""
 
-    def __init__(self, directory: pathlib.Path, *, bin_dir: pathlib.Path | None = None) -> None:
+    def __init__(
+        self,
+        directory: pathlib.Path,
+        *,
+        bin_dir: pathlib.Path | None = None,
+        detached: bool = False,
+    ) -> None:
+        """`detached` processes outlive this one (make up); others die with it (tests)."""
         self.dir = directory.resolve()
+        self.detached = detached
         self.bin_dir = bin_dir
         self.pki_dir = self.dir / "pki"
         self.log_dir = self.dir / "logs"
@@ -150,6 +158,9 @@ class ControlPlane:
         }
 
     def _spawn(self, name: str, argv: list[str]) -> None:
+        if not self.detached and shutil.which("setpriv"):
+            # Die with the test process even if it is killed before it can clean up.
+            argv = ["setpriv", "--pdeathsig", "KILL", "--", *argv]
         log = (self.log_dir / f"{name}.log").open("ab")
         # A session of its own: `down` (another process) can kill the whole group.
         self.processes[name] = subprocess.Popen(
@@ -324,10 +335,17 @@ class ControlPlane:
         (self.dir / "state.json").write_text(json.dumps(dataclasses.asdict(state), indent=2))
 
     def stop(self) -> None:
-        stop_pids({n: p.pid for n, p in self.processes.items()})
-        for proc in self.processes.values():
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=1)
+        """Stop our own children: their pids cannot be recycled until we reap them."""
+        procs = list(reversed(self.processes.values()))
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for proc in procs:
+                if proc.poll() is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, sig)
+            deadline = time.monotonic() + STOP_GRACE
+            for proc in procs:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=max(0.0, deadline - time.monotonic()))
         self.processes.clear()
         remove_etcd_data(self.dir)
         (self.dir / "state.json").unlink(missing_ok=True)
@@ -374,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if (args.dir / "state.json").exists():
         down(args.dir)  # a stale or running plane from an earlier `up`: replace it
-    plane = ControlPlane(args.dir).start()
+    plane = ControlPlane(args.dir, detached=True).start()
     print(f"control plane ready in {plane.startup_seconds:.1f}s at {plane.server}", file=sys.stderr)
     print(plane.kubeconfig)
     return 0

@@ -30,7 +30,7 @@ def up(state_dir: pathlib.Path) -> int:
     if (state_dir / "state.json").exists():
         print("replacing the environment an earlier `make up` left running", file=sys.stderr)
         controlplane.down(state_dir)
-    plane = controlplane.ControlPlane(state_dir).start()
+    plane = controlplane.ControlPlane(state_dir, detached=True).start()
     samples = REPO / "crds" / "samples"
     crds = [arg for path in sorted((REPO / "crds").glob("*.yaml")) for arg in ("-f", str(path))]
     kubectl(plane.kubeconfig, "apply", *crds)

@@ -27,7 +27,9 @@ def _run(tmp_path: pathlib.Path, assets: pathlib.Path) -> subprocess.CompletedPr
         "KUBENOVA_CACHE": str(tmp_path / "cache"),
         "PATH": f"{fake_bin}:{os.environ['PATH']}",
     }
-    return subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, env=env)
+    return subprocess.run(
+        ["bash", str(SCRIPT)], capture_output=True, text=True, env=env, check=False
+    )
 
 
 def test_uses_kubebuilder_assets_when_complete(tmp_path: pathlib.Path) -> None:

@@ -1,0 +1,65 @@
+"""Resource amounts (vCPU, memory MiB, disk GiB) with the arithmetic claims need.
+
+A plain frozen dataclass, not a pydantic model: the scheduler adds and compares these
+for every hypervisor on every decision.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Amount:
+    vcpus: int = 0
+    memory_mib: int = 0
+    disk_gib: int = 0
+
+    def __add__(self, other: Amount) -> Amount:
+        return Amount(
+            self.vcpus + other.vcpus,
+            self.memory_mib + other.memory_mib,
+            self.disk_gib + other.disk_gib,
+        )
+
+    def __sub__(self, other: Amount) -> Amount:
+        return Amount(
+            self.vcpus - other.vcpus,
+            self.memory_mib - other.memory_mib,
+            self.disk_gib - other.disk_gib,
+        )
+
+    def fits_in(self, limit: Amount) -> bool:
+        return (
+            self.vcpus <= limit.vcpus
+            and self.memory_mib <= limit.memory_mib
+            and self.disk_gib <= limit.disk_gib
+        )
+
+    def short_of(self, limit: Amount) -> list[str]:
+        """Names of the resources where self exceeds limit (for NoValidHost messages)."""
+        names = []
+        if self.vcpus > limit.vcpus:
+            names.append("vcpus")
+        if self.memory_mib > limit.memory_mib:
+            names.append("memory")
+        if self.disk_gib > limit.disk_gib:
+            names.append("disk")
+        return names
+
+
+ZERO = Amount()
+
+
+def peak(a: Amount, b: Amount) -> Amount:
+    """Per-resource maximum: what a same-host resize holds (old and new never both run)."""
+    return Amount(
+        max(a.vcpus, b.vcpus), max(a.memory_mib, b.memory_mib), max(a.disk_gib, b.disk_gib)
+    )
+
+
+def total(amounts: list[Amount]) -> Amount:
+    result = ZERO
+    for amount in amounts:
+        result = result + amount
+    return result

@@ -138,6 +138,13 @@ class InstanceStatus(common.Model):
         default=None,
         description="Sizes the instance currently runs with (the applied flavor, copied).",
     )
+    previous_flavor: common.FlavorSnapshot | None = pydantic.Field(
+        default=None,
+        description=(
+            "Sizes before the resize or migration in progress; set until it is confirmed or "
+            "reverted. Setting spec.flavor back to this flavor's name reverts."
+        ),
+    )
     migration_ref: str | None = pydantic.Field(
         default=None,
         max_length=common.DNS_SUBDOMAIN_MAX,
@@ -159,6 +166,13 @@ class InstanceStatus(common.Model):
     host: HostStatus | None = pydantic.Field(
         default=None, description="What the hypervisor runs, reported by the node's agent."
     )
+    released: dict[str, datetime.datetime] = pydantic.Field(
+        default_factory=dict,
+        description=(
+            "Node name -> when that node's agent removed everything it held for this "
+            "instance after deletion began. Each key is written by that node's agent only."
+        ),
+    )
 
 
 class Instance(common.Model):
@@ -168,15 +182,21 @@ class Instance(common.Model):
 
 
 _RESIZABLE = ", ".join(f"'{p.value}'" for p in RESIZABLE_PHASES)
+# Allowed: before the first placement (nothing runs yet), in ACTIVE or SHUTOFF, no change,
+# or setting it back to status.previousFlavor (a declarative revert; the controller uses
+# the same path for the revert annotation and for rolling back a failed resize).
 FLAVOR_CHANGE_RULE = resource.Rule(
     rule=(
-        "!has(oldSelf.status) || !has(oldSelf.status.phase) || "
-        f"oldSelf.status.phase in [{_RESIZABLE}] || self.spec.flavor == oldSelf.spec.flavor"
+        "!has(oldSelf.status) || !has(oldSelf.status.phase) || !has(oldSelf.status.node) || "
+        f"oldSelf.status.phase in [{_RESIZABLE}] || self.spec.flavor == oldSelf.spec.flavor || "
+        "(has(oldSelf.status.previousFlavor) && "
+        "self.spec.flavor == oldSelf.status.previousFlavor.name)"
     ),
     message_expression=(
         "'spec.flavor cannot change while status.phase is ' + oldSelf.status.phase + "
         f"': confirm or revert the pending resize first (annotate {names.ANNOTATION_RESIZE}"
-        "=confirm or =revert) or wait until the instance is ACTIVE or SHUTOFF'"
+        "=confirm or =revert, or set spec.flavor back to the previous flavor to revert) "
+        "or wait until the instance is ACTIVE or SHUTOFF'"
     ),
     reason="FieldValueForbidden",
     field_path=".spec.flavor",

@@ -140,6 +140,13 @@ class MigrationStatus(common.Model):
     message: str = pydantic.Field(
         default="", max_length=32768, description="Why the migration is in error, if it is."
     )
+    dest_released: bool = pydantic.Field(
+        default=False,
+        description=(
+            "Set by the destination agent during a cross-node revert once it has destroyed "
+            "its copy; the source restores the original only after that (never two guests)."
+        ),
+    )
     phase_transitions: list[PhaseTransition] = pydantic.Field(
         default_factory=list,
         max_length=32,

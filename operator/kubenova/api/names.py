@@ -39,6 +39,7 @@ class ConditionType(enum.StrEnum):
     """Condition types on an Instance (Kubernetes API conventions)."""
 
     READY = "Ready"
+    SCHEDULED = "Scheduled"
     RESIZE_FAILED = "ResizeFailed"
     FLAVOR_VALID = "FlavorValid"
 

@@ -43,10 +43,11 @@ class Claim:
 
 def claims_of(p: Placement) -> list[Claim]:
     if p.migrating:
-        assert p.source and p.dest and p.old_flavor and p.new_flavor
+        old = p.old_flavor or amounts.ZERO
+        new = p.new_flavor or amounts.ZERO
         if p.source == p.dest:
-            return [Claim(p.source, amounts.peak(p.old_flavor, p.new_flavor), p.owner)]
-        return [Claim(p.source, p.old_flavor, p.owner), Claim(p.dest, p.new_flavor, p.owner)]
+            return [Claim(str(p.source), amounts.peak(old, new), p.owner)]
+        return [Claim(str(p.source), old, p.owner), Claim(str(p.dest), new, p.owner)]
     if p.node and p.flavor:
         return [Claim(p.node, p.flavor, p.owner)]
     return []

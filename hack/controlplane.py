@@ -31,7 +31,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 
-from hack import pki
+from kubenova import pki
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 BUILD_SCRIPT = REPO / "hack" / "build-controlplane.sh"

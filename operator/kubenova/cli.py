@@ -1,17 +1,23 @@
 """The `kubenova` command: thin mains for each component (like KubeVirt's cmd/).
 
-kubenova crds [--output-dir DIR]       write the CRD manifests generated from the models
+kubenova controller [--webhook-port N] ...     the kopf controller (one active replica)
+kubenova agent --node NAME --driver fake ...   a node agent
+kubenova crds [--output-dir DIR]               write the CRD manifests from the models
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
 import pathlib
 import sys
 from collections.abc import Sequence
 
 import yaml
 
+from kubenova import faults
+from kubenova import settings as settings_mod
 from kubenova.api import crd
 
 
@@ -32,14 +38,68 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     crds = sub.add_parser("crds", help="write the CRD manifests generated from the API models")
     crds.add_argument("--output-dir", type=pathlib.Path, default=pathlib.Path("crds"))
+
+    ctl = sub.add_parser("controller", help="run the controller")
+    ctl.add_argument("--kubeconfig")
+    ctl.add_argument("--webhook-port", type=int, help="serve the validating webhook on this port")
+    ctl.add_argument("--webhook-host", help="name or IP the API server uses to call the webhook")
+    ctl.add_argument("--webhook-cert-dir")
+    ctl.add_argument("--resize-confirm-window-seconds", type=float)
+    ctl.add_argument("--service-down-time-seconds", type=float)
+    ctl.add_argument("--retry-base-seconds", type=float)
+    ctl.add_argument("--retry-cap-seconds", type=float)
+    ctl.add_argument("--peering", help="kopf peering name (default: standalone)")
+
+    agent = sub.add_parser("agent", help="run a node agent")
+    agent.add_argument("--kubeconfig")
+    agent.add_argument("--node", help="node name (default: $NODE_NAME)")
+    agent.add_argument("--driver", choices=["fake", "libvirt"])
+    agent.add_argument(
+        "--capacity",
+        type=settings_mod.parse_capacity,
+        help="vcpus=N,memoryMiB=N,diskGiB=N (fake driver)",
+    )
+    agent.add_argument(
+        "--state-file",
+        dest="fake_state_file",
+        help="fake driver: keep guests in this file across restarts",
+    )
+    agent.add_argument(
+        "--latency",
+        dest="fake_latency_seconds",
+        type=float,
+        help="fake driver: seconds each step takes",
+    )
+    agent.add_argument("--heartbeat-interval-seconds", type=float)
     return parser
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    options = {k: v for k, v in vars(args).items() if k != "command" and v is not None}
     if args.command == "crds":
         for path in write_crds(args.output_dir):
             print(path)
+        return 0
+    if args.command == "controller":
+        from kubenova.controller import main as controller_main  # noqa: PLC0415 - imports kopf
+
+        cfg = settings_mod.controller_from_env(**options)
+        _logging(cfg.log_level)
+        faults.arm(cfg.fault)
+        asyncio.run(controller_main.run(cfg))
+        return 0
+    from kubenova.agent import main as agent_main  # noqa: PLC0415
+
+    acfg = settings_mod.agent_from_env(**options)
+    _logging(acfg.log_level)
+    faults.arm(acfg.fault)
+    asyncio.run(agent_main.run(acfg))
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Certificates and keys for a loopback control plane (what envtest's TinyCA does).
+"""Certificates and keys: the local control plane's (what envtest's TinyCA does) and the
+webhook server's self-signed serving certificate.
 
 One CA signs the API server's serving certificate (SANs: 127.0.0.1, localhost) and the
 client certificates (CN = user, O = groups); a separate RSA key signs service-account tokens.

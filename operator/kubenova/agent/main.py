@@ -1,0 +1,28 @@
+"""Run a node agent with its driver."""
+
+from __future__ import annotations
+
+import pathlib
+
+from kubenova import settings as settings_mod
+from kubenova.agent import node
+from kubenova.drivers import base, fake
+from kubenova.kube import client
+
+
+def make_driver(cfg: settings_mod.Agent) -> base.Driver:
+    if cfg.driver == "fake":
+        return fake.FakeDriver(
+            cfg.capacity,
+            latency=cfg.fake_latency_seconds,
+            state_file=pathlib.Path(cfg.fake_state_file) if cfg.fake_state_file else None,
+        )
+    raise ValueError(f"driver {cfg.driver!r} is not available in this build")
+
+
+async def run(cfg: settings_mod.Agent) -> None:
+    api = await client.connect(cfg.kubeconfig)
+    try:
+        await node.Node(api, cfg, make_driver(cfg)).run()
+    finally:
+        await api.close()

@@ -1,0 +1,184 @@
+"""The node agent: watches only its node's objects, runs driver steps, reports back.
+
+Selection is server-side (label selectors): Instances labelled node / source-node /
+dest-node = this node, and Migrations labelled source-node / dest-node = this node.
+Every change of one of them queues the Instance it concerns; `steps.reconcile` then
+re-derives what this node must do from the objects and the driver (level-triggered).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import logging
+from typing import Any
+
+from kubernetes_asyncio import client
+
+from kubenova import settings as settings_mod
+from kubenova.agent import steps
+from kubenova.api import migration, names
+from kubenova.drivers import base
+from kubenova.kube import informer, objects, workqueue
+
+log = logging.getLogger(__name__)
+
+ORPHAN_SWEEP_SECONDS = 60.0
+VERSION = "0.1.0"
+
+
+class Node:
+    def __init__(self, api: client.ApiClient, cfg: settings_mod.Agent, driver: base.Driver) -> None:
+        self.api = api
+        self.cfg = cfg
+        self.name = cfg.node
+        self.driver = driver
+        self.objs = objects.Objects(api)
+        self.queue = workqueue.WorkQueue(
+            self._reconcile, workers=cfg.workers, name=f"agent/{self.name}"
+        )
+        self.instances = [
+            informer.Informer(
+                self.objs, objects.INSTANCE, f"{label}={self.name}", self._on_instance
+            )
+            for label in (names.LABEL_NODE, names.LABEL_SOURCE_NODE, names.LABEL_DEST_NODE)
+        ]
+        self.migrations = [
+            informer.Informer(
+                self.objs, objects.MIGRATION, f"{label}={self.name}", self._on_migration
+            )
+            for label in (names.LABEL_SOURCE_NODE, names.LABEL_DEST_NODE)
+        ]
+
+    # --- selection -------------------------------------------------------------------------
+
+    def _on_instance(self, key: str, body: dict[str, Any] | None) -> None:
+        self.queue.add(key)
+
+    def _on_migration(self, key: str, body: dict[str, Any] | None) -> None:
+        if body is not None:
+            self.queue.add(f"{body['metadata']['namespace']}/{body['spec']['instanceName']}")
+
+    def instance(self, key: str) -> dict[str, Any] | None:
+        """The newest copy of an Instance among the three selections."""
+        found = [inf.cache[key] for inf in self.instances if key in inf.cache]
+        newest: dict[str, Any] | None = None
+        for body in found:
+            if objects.newer(newest, body):
+                newest = body
+        return newest
+
+    def migrations_of(self, namespace: str, name: str) -> list[migration.Migration]:
+        seen: dict[str, dict[str, Any]] = {}
+        for inf in self.migrations:
+            for k, body in inf.cache.items():
+                meta, spec = body["metadata"], body["spec"]
+                mine = meta["namespace"] == namespace and spec["instanceName"] == name
+                if mine and objects.newer(seen.get(k), body):
+                    seen[k] = body
+        return [migration.Migration.model_validate(b) for b in seen.values()]
+
+    def remember(self, body: dict[str, Any]) -> None:
+        """Put our own write's answer in the caches that select it."""
+        labels = body["metadata"].get("labels", {})
+        group = self.instances if body.get("kind") == "Instance" else self.migrations
+        for inf in group:
+            label = inf.selector.split("=", 1)[0]
+            if labels.get(label) == self.name:
+                inf.put(body)
+
+    # --- running ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        await self.register()
+        tasks = [asyncio.create_task(inf.run()) for inf in (*self.instances, *self.migrations)]
+        await asyncio.gather(*(inf.synced.wait() for inf in (*self.instances, *self.migrations)))
+        log.info(
+            "agent %s: caches synced (%d instances)",
+            self.name,
+            len({k for inf in self.instances for k in inf.cache}),
+        )
+        tasks += [
+            asyncio.create_task(self.queue.run()),
+            asyncio.create_task(self._heartbeats()),
+            asyncio.create_task(self._sweep_orphans()),
+        ]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    async def register(self) -> None:
+        """Create this node's Hypervisor (spec defaults from settings) and report once."""
+        if await self.objs.get(objects.HYPERVISOR, None, self.name) is None:
+            body = {
+                "apiVersion": names.API_VERSION,
+                "kind": "Hypervisor",
+                "metadata": {"name": self.name},
+                "spec": {
+                    "allocationRatios": {
+                        "cpu": self.cfg.cpu_allocation_ratio,
+                        "memory": self.cfg.memory_allocation_ratio,
+                        "disk": self.cfg.disk_allocation_ratio,
+                    }
+                },
+            }
+            # ConflictError: another incarnation of this agent created it first.
+            with contextlib.suppress(objects.ConflictError):
+                await self.objs.create(objects.HYPERVISOR, None, body)
+        await self.heartbeat()
+
+    async def heartbeat(self) -> None:
+        cap = await self.driver.capacity()
+        await self.objs.patch(
+            objects.HYPERVISOR,
+            None,
+            self.name,
+            {
+                "status": {
+                    "agent": {
+                        "driver": self.driver.name,
+                        "capacity": {
+                            "vcpus": cap.vcpus,
+                            "memoryMiB": cap.memory_mib,
+                            "diskGiB": cap.disk_gib,
+                        },
+                        "heartbeatTime": now().isoformat(),
+                        "version": VERSION,
+                    }
+                }
+            },
+            status=True,
+        )
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.heartbeat_interval_seconds)
+            try:
+                await self.heartbeat()
+            except Exception as exc:
+                log.warning("heartbeat failed: %s", exc)
+
+    async def _sweep_orphans(self) -> None:
+        """Destroy what this node holds for instances that no longer exist (deleted while
+        the agent was down, or while its node was down): Nova's running-deleted cleanup."""
+        while True:
+            known = {
+                b.get("status", {}).get("uuid") or b["metadata"]["uid"]
+                for inf in self.instances
+                for b in inf.cache.values()
+            } | {b["spec"]["instanceUuid"] for inf in self.migrations for b in inf.cache.values()}
+            for uuid in await self.driver.list_guests():
+                if uuid not in known:
+                    log.warning("destroying orphan %s (no instance selects this node)", uuid)
+                    await self.driver.destroy(uuid)
+            await asyncio.sleep(ORPHAN_SWEEP_SECONDS)
+
+    async def _reconcile(self, key: str) -> float | None:
+        return await steps.reconcile(self, key)
+
+
+def now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)

@@ -1,0 +1,95 @@
+"""kopf wiring: watch events feed the store and queue, the webhook validates Instances.
+
+Handlers are a few lines that delegate to `runtime.Runtime`. They are all low-level
+`on.event` handlers: kopf adds no annotations, finalizers or progress records of its
+own, so every write to an object is one kubenova decided to make.
+"""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+from typing import Any
+
+import kopf
+
+from kubenova import pki
+from kubenova import settings as settings_mod
+from kubenova.api import flavor, instance, names
+from kubenova.controller import runtime
+from kubenova.lifecycle import admission
+
+log = logging.getLogger(__name__)
+
+WEBHOOK_CONFIG = f"validating.{names.GROUP}"
+
+
+def configure(settings: kopf.OperatorSettings, cfg: settings_mod.Controller) -> None:
+    settings.posting.level = logging.WARNING  # kubenova posts its own events
+    settings.watching.connect_timeout = 10
+    if cfg.webhook_port:
+        cert_dir = pathlib.Path(cfg.webhook_cert_dir or "/tmp/kubenova-webhook")
+        cert_dir.mkdir(parents=True, exist_ok=True)
+        ca = pki.Authority.create(cert_dir, "webhook-ca")
+        serving = ca.issue(
+            cert_dir,
+            "webhook",
+            common_name=cfg.webhook_host,
+            server_ips=_ips(cfg.webhook_host),
+            server_dns=_dns(cfg.webhook_host),
+        )
+        settings.admission.server = kopf.WebhookServer(
+            addr=cfg.webhook_bind or cfg.webhook_host,
+            port=cfg.webhook_port,
+            host=cfg.webhook_host,
+            certfile=str(serving.cert),
+            pkeyfile=str(serving.key),
+            cafile=str(ca.path),
+        )
+        settings.admission.managed = WEBHOOK_CONFIG
+
+
+def _ips(host: str) -> tuple[str, ...]:
+    return (host,) if host.replace(".", "").isdigit() else ()
+
+
+def _dns(host: str) -> tuple[str, ...]:
+    return () if _ips(host) else (host,)
+
+
+def _rt(memo: Any) -> runtime.Runtime:
+    return memo["runtime"]  # type: ignore[no-any-return]
+
+
+@kopf.on.event(names.GROUP, names.VERSION, "instances")
+async def on_event_instance(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    _rt(memo).observe("Instance", event["type"], dict(event["object"]))
+
+
+@kopf.on.event(names.GROUP, names.VERSION, "migrations")
+async def on_event_migration(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    _rt(memo).observe("Migration", event["type"], dict(event["object"]))
+
+
+@kopf.on.event(names.GROUP, names.VERSION, "hypervisors")
+async def on_event_hypervisor(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    _rt(memo).observe("Hypervisor", event["type"], dict(event["object"]))
+
+
+@kopf.on.event(names.GROUP, names.VERSION, "flavors")
+async def on_event_flavor(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    _rt(memo).observe("Flavor", event["type"], dict(event["object"]))
+
+
+@kopf.on.validate(names.GROUP, names.VERSION, "instances", operations=["CREATE", "UPDATE"])
+async def on_validate_instance(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+    """Refuse an unknown or disabled flavor and a disk down-size at `kubectl apply/edit`."""
+    new_spec = instance.InstanceSpec.model_validate(dict(body.get("spec", {})))
+    old = kwargs.get("old")
+    previous = instance.Instance.model_validate(dict(old)) if old else None
+    chosen = _rt(memo).store.get("Flavor", new_spec.flavor)
+    problem = admission.flavor_change_problem(
+        previous, new_spec, flavor.FlavorSpec.model_validate(chosen["spec"]) if chosen else None
+    )
+    if problem:
+        raise kopf.AdmissionError(problem, code=422)

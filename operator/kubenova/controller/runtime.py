@@ -1,0 +1,270 @@
+"""The controller's running parts: API client, store, work queue, and the reconcile glue.
+
+reconcile(key): observe (store) -> decide (pure) -> [schedule under the lock] -> apply.
+Scheduling decisions are serialised by one lock, and the claim a decision makes is
+persisted, and put in the store, before the lock is released.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+from typing import Any
+
+from kubernetes_asyncio import client
+
+from kubenova import faults
+from kubenova import settings as settings_mod
+from kubenova.api import flavor, instance, migration, names
+from kubenova.controller import store as store_mod
+from kubenova.kube import events, objects, workqueue
+from kubenova.lifecycle import instance as lifecycle
+from kubenova.lifecycle import plan as plan_mod
+from kubenova.scheduling import scheduler
+
+log = logging.getLogger(__name__)
+
+HYPERVISOR_SYNC_SECONDS = 2.0
+
+
+def now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+class Runtime:
+    def __init__(self, api: client.ApiClient, cfg: settings_mod.Controller) -> None:
+        self.api = api
+        self.cfg = cfg
+        self.objs = objects.Objects(api)
+        self.store = store_mod.Store()
+        self.events = events.Recorder(api, "kubenova-controller", "controller")
+        self.queue = workqueue.WorkQueue(self.reconcile, workers=cfg.workers, name="controller")
+        self.scheduling = asyncio.Lock()
+        self.settings = lifecycle.Settings(
+            confirm_window_seconds=cfg.resize_confirm_window_seconds,
+            allow_resize_to_same_host=cfg.allow_resize_to_same_host,
+            retry_base_seconds=cfg.retry_base_seconds,
+            retry_cap_seconds=cfg.retry_cap_seconds,
+        )
+        self.weigher = scheduler.Weigher(cfg.weigher)
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self.tasks = [
+            asyncio.create_task(self.queue.run()),
+            asyncio.create_task(self._hypervisor_loop()),
+        ]
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await self.api.close()
+
+    # --- watch events (from kopf) ------------------------------------------------------------
+
+    def observe(self, kind: str, event_type: str | None, body: dict[str, Any]) -> None:
+        key = objects.key(body)
+        if event_type == "DELETED":
+            self.store.remove(kind, key)
+        else:
+            self.store.put(kind, body)
+        if kind == "Instance":
+            self.queue.add(key)
+        elif kind == "Migration":
+            self.queue.add(self.store.instance_key_of(body))
+        elif kind in ("Hypervisor", "Flavor"):
+            # Capacity or flavors changed: instances waiting for a host or a flavor retry now.
+            for k, inst in self.store.objects["Instance"].items():
+                if _waiting(inst):
+                    self.queue.add(k)
+
+    # --- reconcile ---------------------------------------------------------------------------
+
+    def observed(self, body: dict[str, Any]) -> lifecycle.Observed:
+        inst = instance.Instance.model_validate(body)
+        mig_body = self.store.migration_for(body)
+        flavor_body = self.store.get("Flavor", inst.spec.flavor)
+        t = now()
+        return lifecycle.Observed(
+            instance=inst,
+            migration=migration.Migration.model_validate(mig_body) if mig_body else None,
+            flavor=flavor.FlavorSpec.model_validate(flavor_body["spec"]) if flavor_body else None,
+            now=t,
+            settings=self.settings,
+            hosts_up=frozenset(
+                h.name for h in self.store.hosts(t, self.cfg.service_down_time_seconds) if h.up
+            ),
+        )
+
+    async def reconcile(self, key: str) -> float | None:
+        body = self.store.get("Instance", key)
+        if body is None:
+            return None
+        obs = self.observed(body)
+        plan = lifecycle.decide(obs)
+        if plan.need_placement is None:
+            await self.apply(body, obs, plan)
+            return plan.requeue_after
+        async with self.scheduling:
+            body = self.store.get("Instance", key) or body  # may have moved while we waited
+            obs = self.observed(body)
+            plan = lifecycle.decide(obs)
+            if plan.need_placement is None:
+                await self.apply(body, obs, plan)
+                return plan.requeue_after
+            hosts = self.store.hosts(obs.now, self.cfg.service_down_time_seconds)
+            decision = scheduler.select(hosts, self.store.used, plan.need_placement, self.weigher)
+            plan = lifecycle.decide(obs, decision)
+            await self.apply(body, obs, plan)
+        return plan.requeue_after
+
+    async def apply(
+        self, body: dict[str, Any], obs: lifecycle.Observed, plan: plan_mod.Plan
+    ) -> None:
+        meta = body["metadata"]
+        ns, name = meta["namespace"], meta["name"]
+        status = dict(plan.status or {})
+        try:
+            if plan.create_migration is not None:
+                created = await self._create_migration(body, plan.create_migration)
+                status["migrationRef"] = created["metadata"]["name"]
+            if plan.migration_phase is not None:
+                await self._advance(ns, plan.migration_phase)
+            if plan.main:
+                self.store.put(
+                    "Instance", await self.objs.patch(objects.INSTANCE, ns, name, plan.main)
+                )
+                faults.point("controller", "main-patched")
+            if status:
+                self.store.put(
+                    "Instance",
+                    await self.objs.patch(
+                        objects.INSTANCE, ns, name, {"status": status}, status=True
+                    ),
+                )
+                faults.point("controller", "status-patched")
+        except objects.ConflictError as exc:
+            log.info("%s/%s: conflict, will look again: %s", ns, name, exc)
+            self.queue.add_after(f"{ns}/{name}", 0.1)
+            return
+        except objects.NotFoundError:
+            return
+        for event in plan.events:
+            await self.events.post(body, event.type.value, event.reason, event.message)
+        if plan.remove_finalizer:
+            await self._remove_finalizer(body)
+
+    async def _create_migration(
+        self, inst: dict[str, Any], order: plan_mod.MigrationOrder
+    ) -> dict[str, Any]:
+        meta = inst["metadata"]
+        manifest = {
+            "apiVersion": names.API_VERSION,
+            "kind": "Migration",
+            "metadata": {
+                "generateName": order.name,
+                "namespace": meta["namespace"],
+                "labels": order.labels,
+                "ownerReferences": [
+                    {
+                        "apiVersion": names.API_VERSION,
+                        "kind": "Instance",
+                        "name": meta["name"],
+                        "uid": meta["uid"],
+                        "controller": True,
+                        "blockOwnerDeletion": True,
+                    }
+                ],
+            },
+            "spec": order.spec.to_wire(),
+        }
+        created = await self.objs.create(objects.MIGRATION, meta["namespace"], manifest)
+        self.store.put("Migration", created)  # the claim is now in the store and the API
+        faults.point("controller", "migration-created")
+        started = await self.objs.set_phase(
+            objects.MIGRATION,
+            meta["namespace"],
+            created["metadata"]["name"],
+            expected=None,
+            status={"phase": migration.MigrationPhase.PRE_MIGRATING.value},
+            transition={
+                "phase": migration.MigrationPhase.PRE_MIGRATING.value,
+                "time": now().isoformat(),
+            },
+            resource_version=created["metadata"]["resourceVersion"],
+        )
+        self.store.put("Migration", started)
+        faults.point("controller", "migration-started")
+        return started
+
+    async def _advance(self, namespace: str, change: plan_mod.PhaseChange) -> None:
+        current = self.store.get("Migration", f"{namespace}/{change.name}")
+        body = await self.objs.set_phase(
+            objects.MIGRATION,
+            namespace,
+            change.name,
+            expected=change.old.value if change.old else None,
+            status={"phase": change.new.value},
+            transition={"phase": change.new.value, "time": now().isoformat()},
+            resource_version=current["metadata"]["resourceVersion"] if current else None,
+        )
+        self.store.put("Migration", body)
+        faults.point("controller", f"migration-{change.new.value}")
+
+    async def _remove_finalizer(self, body: dict[str, Any]) -> None:
+        meta = body["metadata"]
+        remaining = [f for f in meta.get("finalizers", []) if f != names.FINALIZER]
+        patch = {"metadata": {"finalizers": remaining, "resourceVersion": meta["resourceVersion"]}}
+        try:
+            await self.objs.patch(objects.INSTANCE, meta["namespace"], meta["name"], patch)
+        except (objects.ConflictError, objects.NotFoundError):
+            self.queue.add_after(objects.key(body), 0.1)
+
+    # --- hypervisors: up/down and usage --------------------------------------------------------
+
+    async def _hypervisor_loop(self) -> None:
+        while True:
+            await asyncio.sleep(HYPERVISOR_SYNC_SECONDS)
+            try:
+                await self.sync_hypervisors()
+            except Exception:
+                log.exception("hypervisor sync failed")
+
+    async def sync_hypervisors(self) -> None:
+        t = now()
+        for name, hv in list(self.store.objects["Hypervisor"].items()):
+            report = hv.get("status", {}).get("agent")
+            used = self.store.used.get(name)
+            wanted = {
+                "state": (
+                    "up"
+                    if report and store_mod.is_up(report, t, self.cfg.service_down_time_seconds)
+                    else "down"
+                ),
+                "usage": {
+                    "vcpus": used.vcpus if used else 0,
+                    "memoryMiB": used.memory_mib if used else 0,
+                    "diskGiB": used.disk_gib if used else 0,
+                    "instances": self.store.counts.get(name, 0),
+                },
+            }
+            current = {k: hv.get("status", {}).get(k) for k in wanted}
+            if current != wanted:
+                self.store.put(
+                    "Hypervisor",
+                    await self.objs.patch(
+                        objects.HYPERVISOR, None, name, {"status": wanted}, status=True
+                    ),
+                )
+
+
+def _waiting(inst: dict[str, Any]) -> bool:
+    """Waiting for a host or a flavor: a condition says so."""
+    for c in inst.get("status", {}).get("conditions", []):
+        if c.get("reason") in ("NoValidHost", "FlavorNotFound", "FlavorDisabled") and (
+            (c["type"] == "ResizeFailed" and c["status"] == "True")
+            or (c["type"] in ("Scheduled", "FlavorValid") and c["status"] == "False")
+        ):
+            return True
+    return False

@@ -1,0 +1,164 @@
+"""The controller's in-memory view: every kubenova object, placements, and claims per node.
+
+Fed by kopf's watch events and by the answers to our own writes (newest resourceVersion
+wins), so a decision never uses a view older than the claim it just persisted. Usage per
+node is kept incrementally: an instance's claims are replaced whenever it or one of its
+migrations changes, never recomputed over the fleet.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from kubenova.api import migration
+from kubenova.kube import objects
+from kubenova.scheduling import claims, scheduler
+from kubenova.scheduling.amounts import ZERO, Amount
+
+FINAL = {p.value for p in migration.FINAL_PHASES}
+
+
+def _amount(snap: dict[str, Any] | None) -> Amount | None:
+    if not snap:
+        return None
+    return Amount(int(snap["vcpus"]), int(snap["memoryMiB"]), int(snap["diskGiB"]))
+
+
+def is_active(body: dict[str, Any]) -> bool:
+    return body.get("status", {}).get("phase") not in FINAL
+
+
+class Store:
+    def __init__(self) -> None:
+        self.objects: dict[str, dict[str, dict[str, Any]]] = {
+            "Instance": {},
+            "Migration": {},
+            "Hypervisor": {},
+            "Flavor": {},
+        }
+        self.migrations_of: dict[str, set[str]] = {}
+        self.placements: dict[str, claims.Placement] = {}
+        self.used: dict[str, Amount] = {}
+        self.counts: dict[str, int] = {}
+
+    # --- updates ---------------------------------------------------------------------------
+
+    def put(self, kind: str, body: dict[str, Any]) -> bool:
+        """Store `body` unless we already hold a newer version; True if stored."""
+        bucket = self.objects[kind]
+        key = objects.key(body)
+        if not objects.newer(bucket.get(key), body):
+            return False
+        bucket[key] = body
+        if kind == "Migration":
+            self.migrations_of.setdefault(self.instance_key_of(body), set()).add(key)
+            self._replace_placement(self.instance_key_of(body))
+        elif kind == "Instance":
+            self._replace_placement(key)
+        return True
+
+    def remove(self, kind: str, key: str) -> None:
+        body = self.objects[kind].pop(key, None)
+        if body is None:
+            return
+        if kind == "Migration":
+            owner = self.instance_key_of(body)
+            self.migrations_of.get(owner, set()).discard(key)
+            self._replace_placement(owner)
+        elif kind == "Instance":
+            self._replace_placement(key)
+
+    @staticmethod
+    def instance_key_of(mig: dict[str, Any]) -> str:
+        return f"{mig['metadata']['namespace']}/{mig['spec']['instanceName']}"
+
+    # --- reads -----------------------------------------------------------------------------
+
+    def get(self, kind: str, key: str) -> dict[str, Any] | None:
+        return self.objects[kind].get(key)
+
+    def migration_for(self, inst: dict[str, Any]) -> dict[str, Any] | None:
+        """The instance's active migration, else the one status.migrationRef names."""
+        key = objects.key(inst)
+        uid = inst["metadata"].get("uid")
+        mine = [
+            m
+            for k in self.migrations_of.get(key, ())
+            if (m := self.objects["Migration"].get(k)) is not None and _owned_by(m, uid)
+        ]
+        active = [m for m in mine if is_active(m)]
+        if active:
+            return min(active, key=lambda m: m["metadata"].get("creationTimestamp", ""))
+        ref = inst.get("status", {}).get("migrationRef")
+        return next((m for m in mine if m["metadata"]["name"] == ref), None)
+
+    def hosts(self, now: datetime.datetime, service_down_time: float) -> list[scheduler.Host]:
+        result = []
+        for name, hv in self.objects["Hypervisor"].items():
+            report = hv.get("status", {}).get("agent")
+            if not report:
+                continue
+            spec = hv.get("spec", {})
+            ratios = spec.get("allocationRatios", {})
+            result.append(
+                scheduler.Host(
+                    name=name,
+                    capacity=_amount(report["capacity"]) or ZERO,
+                    cpu_ratio=float(ratios.get("cpu", 4.0)),
+                    memory_ratio=float(ratios.get("memory", 1.0)),
+                    disk_ratio=float(ratios.get("disk", 1.0)),
+                    labels=tuple(sorted(hv["metadata"].get("labels", {}).items())),
+                    up=is_up(report, now, service_down_time),
+                    disabled=bool(spec.get("disabled", False)),
+                )
+            )
+        return result
+
+    # --- claims ----------------------------------------------------------------------------
+
+    def _placement_of(self, key: str) -> claims.Placement | None:
+        inst = self.objects["Instance"].get(key)
+        if inst is None:
+            return None
+        status = inst.get("status", {})
+        placement = claims.Placement(
+            owner=key, node=status.get("node"), flavor=_amount(status.get("flavor"))
+        )
+        mig = self.migration_for(inst)
+        if mig is not None and is_active(mig):
+            spec = mig["spec"]
+            placement = claims.Placement(
+                owner=key,
+                node=placement.node,
+                flavor=placement.flavor,
+                source=spec["sourceNode"],
+                dest=spec["destNode"],
+                old_flavor=_amount(spec["oldFlavor"]),
+                new_flavor=_amount(spec["newFlavor"]),
+            )
+        return placement
+
+    def _replace_placement(self, key: str) -> None:
+        old = self.placements.pop(key, None)
+        if old is not None:
+            for claim in claims.claims_of(old):
+                self.used[claim.node] = self.used.get(claim.node, ZERO) - claim.amount
+                self.counts[claim.node] = self.counts.get(claim.node, 0) - 1
+        new = self._placement_of(key)
+        if new is None:
+            return
+        self.placements[key] = new
+        for claim in claims.claims_of(new):
+            self.used[claim.node] = self.used.get(claim.node, ZERO) + claim.amount
+            self.counts[claim.node] = self.counts.get(claim.node, 0) + 1
+
+
+def _owned_by(mig: dict[str, Any], uid: str | None) -> bool:
+    refs = mig["metadata"].get("ownerReferences", [])
+    return not refs or any(r.get("uid") == uid for r in refs)
+
+
+def is_up(report: dict[str, Any], now: datetime.datetime, service_down_time: float) -> bool:
+    beat = datetime.datetime.fromisoformat(report["heartbeatTime"].replace("Z", "+00:00"))
+    return (now - beat).total_seconds() <= service_down_time

@@ -1,0 +1,131 @@
+"""Settings: the only reader of the environment. One frozen object per process.
+
+Every setting has an environment variable (what the Helm chart sets) and, for the
+`kubenova` command, a flag that overrides it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+
+from kubenova.scheduling.amounts import Amount
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    return float(env.get(name, default))
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    return env.get(name, str(default)).lower() in ("1", "true", "yes", "on")
+
+
+def parse_capacity(text: str) -> Amount:
+    """`vcpus=8,memoryMiB=16384,diskGiB=200` -> Amount."""
+    fields = dict(part.split("=", 1) for part in text.split(",") if part)
+    unknown = set(fields) - {"vcpus", "memoryMiB", "diskGiB"}
+    if unknown:
+        raise ValueError(
+            f"unknown capacity fields {sorted(unknown)}: use vcpus, memoryMiB, diskGiB"
+        )
+    return Amount(
+        int(fields.get("vcpus", 0)), int(fields.get("memoryMiB", 0)), int(fields.get("diskGiB", 0))
+    )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Common:
+    kubeconfig: str | None = None  # None: in-cluster service account
+    log_level: str = "INFO"
+    metrics_port: int = 0  # 0: no metrics endpoint
+    # "<component>:<point>" names a step boundary where the process SIGKILLs itself
+    # (crash-recovery tests); empty in production.
+    fault: str = ""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Controller(Common):
+    resize_confirm_window_seconds: float = 0.0
+    allow_resize_to_same_host: bool = True
+    service_down_time_seconds: float = 60.0  # Nova's service_down_time
+    weigher: str = "spread"
+    retry_base_seconds: float = 5.0
+    retry_cap_seconds: float = 300.0
+    webhook_host: str = "127.0.0.1"  # the name or IP the API server calls
+    webhook_bind: str = ""  # the address to listen on; empty: webhook_host
+    webhook_port: int = 0  # 0: no webhook server
+    webhook_cert_dir: str = ""
+    workers: int = 8
+    peering: str = ""  # kopf peering name; empty: standalone
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Agent(Common):
+    node: str
+    driver: str = "fake"
+    capacity: Amount = dataclasses.field(default_factory=lambda: Amount(16, 65536, 1000))
+    cpu_allocation_ratio: float = 4.0
+    memory_allocation_ratio: float = 1.0
+    disk_allocation_ratio: float = 1.0
+    heartbeat_interval_seconds: float = 10.0
+    shutdown_timeout_seconds: float = 60.0  # Nova's shutdown_timeout
+    fake_latency_seconds: float = 0.0
+    fake_state_file: str = ""
+    instances_path: str = "/var/lib/kubenova/instances"
+    libvirt_uri: str = "qemu:///system"
+    virt_type: str = "kvm"
+    workers: int = 4
+
+
+def common_from_env(env: Mapping[str, str] | None = None) -> dict[str, object]:
+    env = os.environ if env is None else env
+    return {
+        "kubeconfig": env.get("KUBECONFIG") or None,
+        "log_level": env.get("KUBENOVA_LOG_LEVEL", "INFO"),
+        "metrics_port": int(env.get("KUBENOVA_METRICS_PORT", 0)),
+        "fault": env.get("KUBENOVA_FAULT", ""),
+    }
+
+
+def controller_from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Controller:
+    env = os.environ if env is None else env
+    values: dict[str, object] = {
+        **common_from_env(env),
+        "resize_confirm_window_seconds": _float(env, "KUBENOVA_RESIZE_CONFIRM_WINDOW_SECONDS", 0.0),
+        "allow_resize_to_same_host": _bool(env, "KUBENOVA_ALLOW_RESIZE_TO_SAME_HOST", True),
+        "service_down_time_seconds": _float(env, "KUBENOVA_SERVICE_DOWN_TIME_SECONDS", 60.0),
+        "weigher": env.get("KUBENOVA_WEIGHER", "spread"),
+        "retry_base_seconds": _float(env, "KUBENOVA_RETRY_BASE_SECONDS", 5.0),
+        "retry_cap_seconds": _float(env, "KUBENOVA_RETRY_CAP_SECONDS", 300.0),
+        "webhook_host": env.get("KUBENOVA_WEBHOOK_HOST", "127.0.0.1"),
+        "webhook_port": int(env.get("KUBENOVA_WEBHOOK_PORT", 0)),
+        "webhook_bind": env.get("KUBENOVA_WEBHOOK_BIND", ""),
+        "webhook_cert_dir": env.get("KUBENOVA_WEBHOOK_CERT_DIR", ""),
+        "peering": env.get("KUBENOVA_PEERING", ""),
+    }
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return Controller(**values)  # type: ignore[arg-type]
+
+
+def agent_from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Agent:
+    env = os.environ if env is None else env
+    values: dict[str, object] = {
+        **common_from_env(env),
+        "node": env.get("NODE_NAME", ""),
+        "driver": env.get("KUBENOVA_DRIVER", "fake"),
+        "heartbeat_interval_seconds": _float(env, "KUBENOVA_HEARTBEAT_INTERVAL_SECONDS", 10.0),
+        "shutdown_timeout_seconds": _float(env, "KUBENOVA_SHUTDOWN_TIMEOUT_SECONDS", 60.0),
+        "cpu_allocation_ratio": _float(env, "KUBENOVA_CPU_ALLOCATION_RATIO", 4.0),
+        "memory_allocation_ratio": _float(env, "KUBENOVA_MEMORY_ALLOCATION_RATIO", 1.0),
+        "disk_allocation_ratio": _float(env, "KUBENOVA_DISK_ALLOCATION_RATIO", 1.0),
+        "instances_path": env.get("KUBENOVA_INSTANCES_PATH", "/var/lib/kubenova/instances"),
+        "libvirt_uri": env.get("KUBENOVA_LIBVIRT_URI", "qemu:///system"),
+        "virt_type": env.get("KUBENOVA_VIRT_TYPE", "kvm"),
+    }
+    if env.get("KUBENOVA_CAPACITY"):
+        values["capacity"] = parse_capacity(env["KUBENOVA_CAPACITY"])
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    if not values["node"]:
+        raise ValueError("the agent needs its node name: --node or NODE_NAME")
+    return Agent(**values)  # type: ignore[arg-type]

@@ -77,6 +77,8 @@ def _parser() -> argparse.ArgumentParser:
 def _logging(level: str) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # kopf logs every handler success at INFO: one line per watch event, noise here.
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

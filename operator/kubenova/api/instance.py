@@ -160,7 +160,10 @@ class InstanceStatus(common.Model):
     )
     conditions: list[common.Condition] = pydantic.Field(
         default_factory=list,
-        description="Ready, ResizeFailed, FlavorValid, ... (Kubernetes API conventions).",
+        description=(
+            "Ready, Scheduled, FlavorValid, ResizeFailed, MigrateFailed (Kubernetes API "
+            "conventions)."
+        ),
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
     host: HostStatus | None = pydantic.Field(

@@ -41,6 +41,7 @@ class ConditionType(enum.StrEnum):
     READY = "Ready"
     SCHEDULED = "Scheduled"
     RESIZE_FAILED = "ResizeFailed"
+    MIGRATE_FAILED = "MigrateFailed"
     FLAVOR_VALID = "FlavorValid"
 
 

@@ -81,7 +81,13 @@ async def on_event_flavor(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> No
     _rt(memo).observe("Flavor", event["type"], dict(event["object"]))
 
 
-@kopf.on.validate(names.GROUP, names.VERSION, "instances", operations=["CREATE", "UPDATE"])
+def register_webhook() -> None:
+    """Only with a webhook server: kopf refuses to start admission handlers without one."""
+    kopf.on.validate(names.GROUP, names.VERSION, "instances", operations=["CREATE", "UPDATE"])(
+        on_validate_instance
+    )
+
+
 async def on_validate_instance(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     """Refuse an unknown or disabled flavor and a disk down-size at `kubectl apply/edit`."""
     new_spec = instance.InstanceSpec.model_validate(dict(body.get("spec", {})))

@@ -12,6 +12,8 @@ from kubenova.kube import client
 async def run(cfg: settings_mod.Controller) -> None:
     api = await client.connect(cfg.kubeconfig)
     rt = runtime.Runtime(api, cfg)
+    if cfg.webhook_port:
+        app.register_webhook()
 
     @kopf.on.startup()
     async def on_startup_controller(settings: kopf.OperatorSettings, **_: object) -> None:

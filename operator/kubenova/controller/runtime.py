@@ -125,17 +125,20 @@ class Runtime:
         meta = body["metadata"]
         ns, name = meta["namespace"], meta["name"]
         status = dict(plan.status or {})
+        # Fault points are named by what the plan does (its first event) and the write.
+        step = plan.events[0].reason if plan.events else "reconcile"
         try:
             if plan.create_migration is not None:
-                created = await self._create_migration(body, plan.create_migration)
+                created = await self._create_migration(body, plan.create_migration, step)
                 status["migrationRef"] = created["metadata"]["name"]
             if plan.migration_phase is not None:
                 await self._advance(ns, plan.migration_phase)
+                faults.point("controller", f"{step}:migration-{plan.migration_phase.new.value}")
             if plan.main:
                 self.store.put(
                     "Instance", await self.objs.patch(objects.INSTANCE, ns, name, plan.main)
                 )
-                faults.point("controller", "main-patched")
+                faults.point("controller", f"{step}:main")
             if status:
                 self.store.put(
                     "Instance",
@@ -143,7 +146,7 @@ class Runtime:
                         objects.INSTANCE, ns, name, {"status": status}, status=True
                     ),
                 )
-                faults.point("controller", "status-patched")
+                faults.point("controller", f"{step}:status")
         except objects.ConflictError as exc:
             log.info("%s/%s: conflict, will look again: %s", ns, name, exc)
             self.queue.add_after(f"{ns}/{name}", 0.1)
@@ -156,7 +159,7 @@ class Runtime:
             await self._remove_finalizer(body)
 
     async def _create_migration(
-        self, inst: dict[str, Any], order: plan_mod.MigrationOrder
+        self, inst: dict[str, Any], order: plan_mod.MigrationOrder, step: str
     ) -> dict[str, Any]:
         meta = inst["metadata"]
         manifest = {
@@ -181,7 +184,7 @@ class Runtime:
         }
         created = await self.objs.create(objects.MIGRATION, meta["namespace"], manifest)
         self.store.put("Migration", created)  # the claim is now in the store and the API
-        faults.point("controller", "migration-created")
+        faults.point("controller", f"{step}:migration-created")
         started = await self.objs.set_phase(
             objects.MIGRATION,
             meta["namespace"],
@@ -195,7 +198,7 @@ class Runtime:
             resource_version=created["metadata"]["resourceVersion"],
         )
         self.store.put("Migration", started)
-        faults.point("controller", "migration-started")
+        faults.point("controller", f"{step}:migration-started")
         return started
 
     async def _advance(self, namespace: str, change: plan_mod.PhaseChange) -> None:
@@ -210,7 +213,6 @@ class Runtime:
             resource_version=current["metadata"]["resourceVersion"] if current else None,
         )
         self.store.put("Migration", body)
-        faults.point("controller", f"migration-{change.new.value}")
 
     async def _remove_finalizer(self, body: dict[str, Any]) -> None:
         meta = body["metadata"]

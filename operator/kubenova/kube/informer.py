@@ -110,6 +110,7 @@ class Informer:
             return str(body["metadata"]["resourceVersion"])
         k = objects.key(body)
         self.received_keys.add(k)
+        log.debug("watch event %s %s %s (%s)", type_, self.kind.kind, k, self.selector)
         if type_ == "DELETED":
             if self.cache.pop(k, None) is not None:
                 self.on_change(k, None)

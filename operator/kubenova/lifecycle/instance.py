@@ -261,7 +261,7 @@ def _start_move(
     if placement.node is None:
         if is_migrate:  # a one-shot request: report, drop the annotation, do not retry
             d.drop_annotation(names.ANNOTATION_MIGRATE)
-            d.condition(C.RESIZE_FAILED, S.TRUE, "NoValidHost", "migrate: " + placement.message)
+            d.condition(C.MIGRATE_FAILED, S.TRUE, "NoValidHost", placement.message)
             d.event(Warn, "NoValidHost", "migrate: " + placement.message)
             return d.plan()
         return _no_valid_host(obs, d, C.RESIZE_FAILED, placement.message)
@@ -289,8 +289,9 @@ def _start_move(
     d.label(names.LABEL_DEST_NODE, placement.node)
     d.phase(Phase.RESIZE, TaskState.RESIZE_PREP)
     d.field("previousFlavor", st.flavor)
-    if conditions.find(st.conditions, C.RESIZE_FAILED.value):
-        d.condition(C.RESIZE_FAILED, S.FALSE, "Scheduled", placement.message)
+    failed = C.MIGRATE_FAILED if is_migrate else C.RESIZE_FAILED
+    if conditions.find(st.conditions, failed.value):
+        d.condition(failed, S.FALSE, "Scheduled", placement.message)
     where = "same host" if placement.node == st.node else f"{st.node} -> {placement.node}"
     verb = "migrating" if is_migrate else f"resizing {st.flavor.name} -> {new.name}"
     d.event(Info, "MigrationScheduled" if is_migrate else "ResizeScheduled", f"{verb} ({where})")

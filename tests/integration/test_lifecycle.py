@@ -1,0 +1,218 @@
+"""Resize, migrate, confirm and revert end to end: real API server, controller and agents
+as processes (fake driver), driven with kubectl the way a user would."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.env import Env
+
+pytestmark = pytest.mark.controlplane
+
+TINY = {"vcpus": 1, "memoryMiB": 512, "diskGiB": 1, "instances": 1}
+SMALL = {"vcpus": 1, "memoryMiB": 2048, "diskGiB": 20, "instances": 1}
+EMPTY = {"vcpus": 0, "memoryMiB": 0, "diskGiB": 0, "instances": 0}
+ROOM_FOR_TINY = "vcpus=2,memoryMiB=1024,diskGiB=10"
+
+
+def usage_is(env: Env, node: str, expected: dict[str, int]) -> None:
+    env.wait_for(
+        lambda: env.usage(node) == expected, what=f"{node} usage {expected}, is {env.usage(node)}"
+    )
+
+
+def test_same_host_resize_then_confirm(env: Env) -> None:
+    env.start_controller()
+    env.start_agent("node-a")
+    env.create("vm")
+    env.wait_phase("vm", "ACTIVE")
+    usage_is(env, "node-a", TINY)
+
+    assert env.resize("vm", "m1.small").ok
+    inst = env.wait_phase("vm", "VERIFY_RESIZE")
+    assert inst["status"]["flavor"]["name"] == "m1.small"
+    assert inst["status"]["previousFlavor"]["name"] == "m1.tiny"
+    [mig] = env.migrations()
+    assert (mig["spec"]["sourceNode"], mig["spec"]["destNode"]) == ("node-a", "node-a")
+    assert mig["status"]["phase"] == "finished"
+    # Same host: the maximum of old and new is claimed, not the sum (Nova bug 1790204).
+    usage_is(env, "node-a", SMALL)
+
+    env.annotate("vm", "resize", "confirm")
+    inst = env.wait_phase("vm", "ACTIVE")
+    assert "compute.kubenova.io/resize" not in inst["metadata"].get("annotations", {})
+    assert inst["status"]["host"]["memoryMiB"] == 2048
+    assert "previousFlavor" not in inst["status"]
+    assert env.migrations()[0]["status"]["phase"] == "confirmed"
+    usage_is(env, "node-a", SMALL)
+    guest = env.guests("node-a")[inst["status"]["uuid"]]
+    assert guest["resize"] is None  # the revert point was deleted on confirm
+    reasons = [r for _, r, _ in env.events("vm")]
+    assert {
+        "Scheduled",
+        "Spawned",
+        "ResizeScheduled",
+        "VerifyResize",
+        "ConfirmResize",
+        "ResizeConfirmed",
+    } <= set(reasons)
+
+
+def test_resize_then_revert_restores_the_old_flavor(env: Env) -> None:
+    env.start_controller()
+    env.start_agent("node-a")
+    env.create("vm")
+    env.wait_phase("vm", "ACTIVE")
+    assert env.resize("vm", "m1.small").ok
+    env.wait_phase("vm", "VERIFY_RESIZE")
+
+    env.annotate("vm", "resize", "revert")
+    inst = env.wait_phase("vm", "ACTIVE")
+    assert inst["spec"]["flavor"] == "m1.tiny"  # spec stays the truth
+    assert inst["status"]["flavor"]["name"] == "m1.tiny"
+    assert inst["status"]["host"]["memoryMiB"] == 512
+    assert env.migrations()[0]["status"]["phase"] == "reverted"
+    usage_is(env, "node-a", TINY)
+
+
+def test_cross_host_resize_when_the_source_is_full_then_confirm(env: Env) -> None:
+    env.start_controller()
+    env.start_agent("node-a", ROOM_FOR_TINY)
+    env.create("vm")
+    uuid = env.wait_phase("vm", "ACTIVE")["status"]["uuid"]
+    env.start_agent("node-b")
+
+    assert env.resize("vm", "m1.small").ok
+    inst = env.wait_phase("vm", "VERIFY_RESIZE")
+    assert inst["status"]["node"] == "node-b"
+    usage_is(env, "node-a", TINY)  # the source claim is held until confirm
+    usage_is(env, "node-b", SMALL)
+    assert uuid in env.guests("node-a")  # the original is still on the source
+
+    env.annotate("vm", "resize", "confirm")
+    env.wait_phase("vm", "ACTIVE")
+    usage_is(env, "node-a", EMPTY)
+    usage_is(env, "node-b", SMALL)
+    assert uuid not in env.guests("node-a")  # confirm cleaned the source
+    assert env.guests("node-b")[uuid]["current"]["memory_mib"] == 2048
+
+
+def test_cross_host_resize_then_revert_cleans_the_destination(env: Env) -> None:
+    env.start_controller()
+    env.start_agent("node-a", ROOM_FOR_TINY)
+    env.create("vm")
+    uuid = env.wait_phase("vm", "ACTIVE")["status"]["uuid"]
+    env.start_agent("node-b")
+    assert env.resize("vm", "m1.small").ok
+    env.wait_phase("vm", "VERIFY_RESIZE")
+
+    env.annotate("vm", "resize", "revert")
+    inst = env.wait_phase("vm", "ACTIVE")
+    assert (inst["status"]["node"], inst["spec"]["flavor"]) == ("node-a", "m1.tiny")
+    assert uuid not in env.guests("node-b")
+    assert env.guests("node-a")[uuid]["power"] == "Running"
+    usage_is(env, "node-a", TINY)
+    usage_is(env, "node-b", EMPTY)
+
+
+def test_cold_migrate_moves_to_another_host(env: Env) -> None:
+    env.start_controller()
+    env.start_agent("node-a")
+    env.create("vm")
+    env.wait_phase("vm", "ACTIVE")
+    env.start_agent("node-b")
+
+    env.annotate("vm", "migrate", "")
+    inst = env.wait_phase("vm", "VERIFY_RESIZE")
+    assert inst["status"]["node"] == "node-b"
+    [mig] = env.migrations()
+    assert (mig["spec"]["type"], mig["spec"]["sourceNode"]) == ("migration", "node-a")
+    assert mig["spec"]["oldFlavor"] == mig["spec"]["newFlavor"]
+    env.annotate("vm", "resize", "confirm")
+    env.wait_phase("vm", "ACTIVE")
+    usage_is(env, "node-a", EMPTY)
+    usage_is(env, "node-b", TINY)
+
+
+def test_cold_migrate_with_one_host_is_no_valid_host(env: Env) -> None:
+    env.start_controller()
+    env.start_agent("node-a")
+    env.create("vm")
+    env.wait_phase("vm", "ACTIVE")
+
+    env.annotate("vm", "migrate", "")
+    env.wait_for(
+        lambda: ("Warning", "NoValidHost") in [(t, r) for t, r, _ in env.events("vm")],
+        what="NoValidHost event",
+    )
+    inst = env.instance("vm")
+    assert inst["status"]["phase"] == "ACTIVE"
+    assert inst["status"]["node"] == "node-a"
+    assert "compute.kubenova.io/migrate" not in inst["metadata"].get("annotations", {})
+    assert env.migrations() == []
+    [cond] = [c for c in inst["status"]["conditions"] if c["type"] == "MigrateFailed"]
+    assert (cond["status"], cond["reason"]) == ("True", "NoValidHost")
+    assert "the current host" in cond["message"]
+
+
+def test_auto_confirm_after_the_window(env: Env) -> None:
+    env.start_controller("--resize-confirm-window-seconds=2")
+    env.start_agent("node-a")
+    env.create("vm")
+    env.wait_phase("vm", "ACTIVE")
+    assert env.resize("vm", "m1.small").ok
+    env.wait_for(lambda: env.phase("vm") == "VERIFY_RESIZE", what="VERIFY_RESIZE")
+
+    inst = env.wait_phase("vm", "ACTIVE", timeout=30)
+    assert inst["status"]["flavor"]["name"] == "m1.small"
+    assert env.migrations()[0]["status"]["phase"] == "confirmed"
+    assert any(
+        r == "ConfirmResize" and "auto-confirmed after 2s" in m for _, r, m in env.events("vm")
+    )
+
+
+def test_no_valid_host_then_a_new_hypervisor_joins(env: Env) -> None:
+    env.start_controller()
+    env.start_agent("node-a", ROOM_FOR_TINY)
+    env.create("vm")
+    env.wait_phase("vm", "ACTIVE")
+
+    assert env.resize("vm", "m1.large").ok
+
+    def failed() -> bool:
+        conds = env.instance("vm").get("status", {}).get("conditions", [])
+        return any(c["type"] == "ResizeFailed" and c["reason"] == "NoValidHost" for c in conds)
+
+    env.wait_for(failed, what="ResizeFailed NoValidHost")
+    inst = env.instance("vm")
+    assert (inst["status"]["phase"], inst["status"]["flavor"]["name"]) == ("ACTIVE", "m1.tiny")
+    assert ("Warning", "NoValidHost") in [(t, r) for t, r, _ in env.events("vm")]
+
+    env.start_agent("node-b", "vcpus=8,memoryMiB=16384,diskGiB=200")
+    inst = env.wait_phase("vm", "VERIFY_RESIZE")
+    assert inst["status"]["node"] == "node-b"
+    [cond] = [c for c in inst["status"]["conditions"] if c["type"] == "ResizeFailed"]
+    assert cond["status"] == "False"
+
+
+def test_setting_the_flavor_back_cancels_a_resize_waiting_for_a_host(env: Env) -> None:
+    env.start_controller()
+    env.start_agent("node-a", ROOM_FOR_TINY)
+    env.create("vm")
+    env.wait_phase("vm", "ACTIVE")
+    assert env.resize("vm", "m1.large").ok
+    env.wait_for(
+        lambda: any(
+            c["reason"] == "NoValidHost" for c in env.instance("vm")["status"].get("conditions", [])
+        ),
+        what="NoValidHost",
+    )
+
+    assert env.resize("vm", "m1.tiny").ok
+
+    def cancelled() -> bool:
+        conds = env.instance("vm")["status"].get("conditions", [])
+        return any(c["type"] == "ResizeFailed" and c["reason"] == "Cancelled" for c in conds)
+
+    env.wait_for(cancelled, what="ResizeFailed Cancelled")
+    assert env.migrations() == []

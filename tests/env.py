@@ -84,14 +84,14 @@ class Env:
         argv = [sys.executable, "-m", "kubenova.cli", *args]
         return Process(name, argv, self.dir / f"{name}.log", environ)
 
-    def start_controller(self, *args: str, fault: str = "") -> Process:
+    def start_controller(self, *args: str, fault: str = "", webhook: bool = True) -> Process:
         env = {"KUBENOVA_FAULT": fault} if fault else {}
-        webhook = [
+        hook = [
             f"--webhook-port={controlplane.free_port()}",
             f"--webhook-cert-dir={self.dir / 'webhook'}",
         ]
         self.controller = self._process(
-            "controller", ["controller", *FAST, *webhook, *args], env
+            "controller", ["controller", *FAST, *(hook if webhook else []), *args], env
         ).start()
         return self.controller
 

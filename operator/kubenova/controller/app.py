@@ -83,9 +83,15 @@ async def on_event_flavor(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> No
 
 def register_webhook() -> None:
     """Only with a webhook server: kopf refuses to start admission handlers without one."""
-    kopf.on.validate(names.GROUP, names.VERSION, "instances", operations=["CREATE", "UPDATE"])(
-        on_validate_instance
-    )
+    # ignore_failures: with the controller down, users can still confirm, revert and edit;
+    # the controller re-checks every flavor change and reports FlavorValid=False.
+    kopf.on.validate(
+        names.GROUP,
+        names.VERSION,
+        "instances",
+        operations=["CREATE", "UPDATE"],
+        ignore_failures=True,
+    )(on_validate_instance)
 
 
 async def on_validate_instance(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:

@@ -18,6 +18,7 @@ async def run(cfg: settings_mod.Controller) -> None:
     @kopf.on.startup()
     async def on_startup_controller(settings: kopf.OperatorSettings, **_: object) -> None:
         app.configure(settings, cfg)
+        await rt.prime()
         rt.start()
 
     @kopf.on.cleanup()

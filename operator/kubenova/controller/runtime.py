@@ -50,6 +50,17 @@ class Runtime:
         self.weigher = scheduler.Weigher(cfg.weigher)
         self.tasks: list[asyncio.Task[None]] = []
 
+    async def prime(self) -> None:
+        """Load every object before the first decision. kopf delivers the initial listing
+        kind by kind; deciding for an Instance before its Migration has arrived would
+        take a resize in flight for an idle instance (found by the controller-kill tests)."""
+        for kind in (objects.FLAVOR, objects.HYPERVISOR, objects.MIGRATION, objects.INSTANCE):
+            items, _ = await self.objs.list(kind)
+            for body in items:
+                self.store.put(kind.kind, {"kind": kind.kind, **body})
+        for key in list(self.store.objects["Instance"]):
+            self.queue.add(key)
+
     def start(self) -> None:
         self.tasks = [
             asyncio.create_task(self.queue.run()),

@@ -176,9 +176,6 @@ def _steady(obs: Observed, placement: scheduler.Decision | None) -> plan.Plan:
     d.label(names.LABEL_SOURCE_NODE, None)
     d.label(names.LABEL_DEST_NODE, None)
     d.ensure_finalizer()
-    d.field("migrationRef", None)
-    d.field("previousFlavor", None)
-
     action = inst.metadata.annotations.get(names.ANNOTATION_RESIZE)
     if action is not None:
         d.drop_annotation(names.ANNOTATION_RESIZE)
@@ -190,6 +187,16 @@ def _steady(obs: Observed, placement: scheduler.Decision | None) -> plan.Plan:
         )
 
     host = st.host
+    if st.phase not in (Phase.RESIZE, Phase.VERIFY_RESIZE, Phase.REVERT_RESIZE):
+        d.field("migrationRef", None)
+        d.field("previousFlavor", None)
+    if st.phase in (Phase.RESIZE, Phase.VERIFY_RESIZE, Phase.REVERT_RESIZE):
+        # The Migration driving this phase is gone (deleted by hand): stop pretending.
+        message = f"migration {st.migration_ref} of this {st.phase.value} no longer exists"
+        d.phase(Phase.ERROR)
+        if d.condition(C.RESIZE_FAILED, S.TRUE, "MigrationMissing", message):
+            d.event(Warn, "MigrationMissing", message)
+        return d.plan()
     if st.phase is Phase.ERROR:
         # A failed resize was rolled back: ERROR until the node reports the original running.
         if host is not None and _reported_since_failure(inst):
@@ -420,6 +427,8 @@ def _verify(obs: Observed, d: Draft, mig: migration.Migration) -> plan.Plan:
 
 
 def _ended(obs: Observed, d: Draft, mig: migration.Migration) -> plan.Plan:
+    """The migration is over; finish the instance. Spec and annotations (main) are written
+    before status, so a revert's spec.flavor lands while status.previousFlavor allows it."""
     spec, phase = mig.spec, mig.status.phase
     d.field("migrationRef", None)
     d.field("previousFlavor", None)
@@ -433,6 +442,9 @@ def _ended(obs: Observed, d: Draft, mig: migration.Migration) -> plan.Plan:
         return d.plan()
     if phase is MPhase.REVERTED:
         _landed(d, mig, dest=False)
+        if spec.type is migration.MigrationType.RESIZE:
+            d.set_flavor(spec.old_flavor.name)  # still allowed: previousFlavor is set until now
+        d.drop_annotation(names.ANNOTATION_RESIZE)
         _settle_power(d, instance.PowerState.RUNNING if running else instance.PowerState.STOPPED)
         d.event(Info, "ResizeReverted", f"{spec.old_flavor.name} on {spec.source_node}")
         return d.plan()

@@ -1,13 +1,17 @@
 """`make up` / `make down`: the embedded default environment a user drives with kubectl.
 
 `up` starts the local control plane in `.kubenova/` (repo root), installs the CRDs and the
-sample flavors, and prints the `export KUBECONFIG=...` line. It returns with everything
-left running in the background; `down` stops all of it and removes the etcd data.
+sample flavors, starts the controller (with its validating webhook) and two agents
+(node-a, node-b; fake driver) and prints the `export KUBECONFIG=...` line. It returns
+with everything running in the background; `down` stops all of it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -17,28 +21,92 @@ from hack import controlplane
 
 REPO = controlplane.REPO
 STATE_DIR = REPO / ".kubenova"
+NODES = {  # name -> fake capacity: two modest nodes, so cross-node moves are easy to see
+    "node-a": "vcpus=8,memoryMiB=16384,diskGiB=200",
+    "node-b": "vcpus=8,memoryMiB=16384,diskGiB=200",
+}
+READY_TIMEOUT = 60.0
 
 
-def kubectl(kubeconfig: pathlib.Path, *args: str) -> None:
-    subprocess.run(
-        ["kubectl", f"--kubeconfig={kubeconfig}", *args], check=True, stdout=subprocess.DEVNULL
+def kubectl(kubeconfig: pathlib.Path, *args: str) -> str:
+    return subprocess.run(
+        ["kubectl", f"--kubeconfig={kubeconfig}", *args],
+        check=True,
+        stdout=subprocess.PIPE,
+        text=True,
+    ).stdout
+
+
+def _spawn(state_dir: pathlib.Path, name: str, args: list[str]) -> int:
+    log = (state_dir / "logs" / f"{name}.log").open("ab")
+    env = {**os.environ, "KUBECONFIG": str(state_dir / "kubeconfig")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kubenova.cli", *args],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,  # outlives `make up`; `make down` stops it
     )
+    log.close()
+    return proc.pid
+
+
+def _wait_hypervisors(kubeconfig: pathlib.Path) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        out = json.loads(kubectl(kubeconfig, "get", "hypervisors", "-o", "json"))
+        states = {i["metadata"]["name"]: i.get("status", {}).get("state") for i in out["items"]}
+        if all(states.get(n) == "up" for n in NODES):
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"hypervisors not up after {READY_TIMEOUT}s; see {kubeconfig.parent}/logs")
 
 
 def up(state_dir: pathlib.Path) -> int:
     began = time.monotonic()
     if (state_dir / "state.json").exists():
         print("replacing the environment an earlier `make up` left running", file=sys.stderr)
-        controlplane.down(state_dir)
+        down(state_dir)
     plane = controlplane.ControlPlane(state_dir, detached=True).start()
     samples = REPO / "crds" / "samples"
     crds = [arg for path in sorted((REPO / "crds").glob("*.yaml")) for arg in ("-f", str(path))]
     kubectl(plane.kubeconfig, "apply", *crds)
     kubectl(plane.kubeconfig, "wait", "--for=condition=Established", "--timeout=60s", *crds)
     kubectl(plane.kubeconfig, "apply", "-f", str(samples / "flavors.yaml"))
+    pids = {
+        "controller": _spawn(
+            state_dir,
+            "controller",
+            [
+                "controller",
+                f"--webhook-port={controlplane.free_port()}",
+                f"--webhook-cert-dir={state_dir / 'webhook'}",
+            ],
+        )
+    }
+    (state_dir / "hypervisors").mkdir(exist_ok=True)
+    for node, capacity in NODES.items():
+        pids[node] = _spawn(
+            state_dir,
+            f"agent-{node}",
+            [
+                "agent",
+                "--node",
+                node,
+                "--driver",
+                "fake",
+                f"--capacity={capacity}",
+                f"--state-file={state_dir / 'hypervisors' / f'{node}.json'}",
+                "--heartbeat-interval-seconds=5",
+            ],
+        )
+    (state_dir / "kubenova.json").write_text(json.dumps(pids))
+    _wait_hypervisors(plane.kubeconfig)
     print(
         f"kubenova is up in {time.monotonic() - began:.1f}s "
-        f"(control plane {plane.startup_seconds:.1f}s) at {plane.server}",
+        f"(control plane {plane.startup_seconds:.1f}s) at {plane.server}: "
+        f"controller and agents {', '.join(NODES)} (fake driver)",
         file=sys.stderr,
     )
     print(f"logs: {plane.log_dir}   stop: make down", file=sys.stderr)
@@ -47,9 +115,36 @@ def up(state_dir: pathlib.Path) -> int:
 
 
 def down(state_dir: pathlib.Path) -> int:
+    components = state_dir / "kubenova.json"
+    if components.exists():
+        pids = json.loads(components.read_text())
+        for pid in pids.values():
+            _stop_kubenova(pid)
+        components.unlink()
     stopped = controlplane.down(state_dir)
     print("kubenova stopped" if stopped else "nothing to stop", file=sys.stderr)
     return 0
+
+
+def _stop_kubenova(pid: int) -> None:
+    """SIGTERM then SIGKILL a kubenova process of ours (checked by its command line)."""
+
+    def ours() -> bool:
+        try:
+            return b"kubenova.cli" in pathlib.Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return False
+
+    for sig, wait in ((15, 10.0), (9, 2.0)):
+        if not ours():
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, sig)
+        deadline = time.monotonic() + wait
+        while ours() and time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+            time.sleep(0.1)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,7 @@ persisted, and put in the store, before the lock is released.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import logging
 from typing import Any
@@ -25,7 +26,8 @@ from kubenova.scheduling import scheduler
 
 log = logging.getLogger(__name__)
 
-HYPERVISOR_SYNC_SECONDS = 2.0
+HYPERVISOR_SYNC_SECONDS = 2.0  # up/down is re-judged at least this often
+USAGE_DEBOUNCE_SECONDS = 0.2  # claims that change together are written together
 
 
 def now() -> datetime.datetime:
@@ -49,6 +51,7 @@ class Runtime:
         )
         self.weigher = scheduler.Weigher(cfg.weigher)
         self.tasks: list[asyncio.Task[None]] = []
+        self.usage_changed = asyncio.Event()
 
     async def prime(self) -> None:
         """Load every object before the first decision. kopf delivers the initial listing
@@ -80,6 +83,8 @@ class Runtime:
             self.store.remove(kind, key)
         else:
             self.store.put(kind, body)
+        if kind in ("Instance", "Migration"):
+            self.usage_changed.set()
         if kind == "Instance":
             self.queue.add(key)
         elif kind == "Migration":
@@ -164,6 +169,7 @@ class Runtime:
             return
         except objects.NotFoundError:
             return
+        self.usage_changed.set()
         for event in plan.events:
             await self.events.post(body, event.type.value, event.reason, event.message)
         if plan.remove_finalizer:
@@ -238,7 +244,10 @@ class Runtime:
 
     async def _hypervisor_loop(self) -> None:
         while True:
-            await asyncio.sleep(HYPERVISOR_SYNC_SECONDS)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.usage_changed.wait(), HYPERVISOR_SYNC_SECONDS)
+            await asyncio.sleep(USAGE_DEBOUNCE_SECONDS)
+            self.usage_changed.clear()
             try:
                 await self.sync_hypervisors()
             except Exception:

@@ -70,6 +70,11 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         help="fake driver: seconds each step takes",
     )
+    agent.add_argument(
+        "--fail",
+        dest="fake_fail",
+        help="fake driver: comma-separated steps that fail, e.g. finish_migration",
+    )
     agent.add_argument("--heartbeat-interval-seconds", type=float)
     return parser
 

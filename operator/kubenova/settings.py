@@ -72,6 +72,7 @@ class Agent(Common):
     shutdown_timeout_seconds: float = 60.0  # Nova's shutdown_timeout
     fake_latency_seconds: float = 0.0
     fake_state_file: str = ""
+    fake_fail: str = ""  # comma-separated driver methods that fail (failure-path tests)
     instances_path: str = "/var/lib/kubenova/instances"
     libvirt_uri: str = "qemu:///system"
     virt_type: str = "kvm"

@@ -216,3 +216,51 @@ def test_setting_the_flavor_back_cancels_a_resize_waiting_for_a_host(env: Env) -
 
     env.wait_for(cancelled, what="ResizeFailed Cancelled")
     assert env.migrations() == []
+
+
+def test_power_off_resize_keeps_it_off_then_power_on(env: Env) -> None:
+    env.start_controller()
+    env.start_agent("node-a")
+    env.create("vm")
+    env.wait_phase("vm", "ACTIVE")
+    env.kubectl(
+        "patch", "instance", "vm", "--type=merge", "-p", '{"spec":{"powerState":"Stopped"}}'
+    )
+    inst = env.wait_phase("vm", "SHUTOFF")
+    assert inst["status"]["host"]["powerState"] == "Stopped"
+
+    assert env.resize("vm", "m1.small").ok  # Nova resizes stopped instances too
+    env.wait_phase("vm", "VERIFY_RESIZE")
+    env.annotate("vm", "resize", "confirm")
+    inst = env.wait_phase("vm", "SHUTOFF")
+    assert (inst["status"]["host"]["powerState"], inst["status"]["host"]["memoryMiB"]) == (
+        "Stopped",
+        2048,
+    )
+
+    env.kubectl(
+        "patch", "instance", "vm", "--type=merge", "-p", '{"spec":{"powerState":"Running"}}'
+    )
+    inst = env.wait_phase("vm", "ACTIVE")
+    ready = next(c for c in inst["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "True"
+
+
+def test_a_failed_step_rolls_back_and_loses_nothing(env: Env) -> None:
+    env.start_controller()
+    env.start_agent("node-a", ROOM_FOR_TINY)
+    env.create("vm")
+    uuid = env.wait_phase("vm", "ACTIVE")["status"]["uuid"]
+    env.start_agent("node-b", "vcpus=8,memoryMiB=16384,diskGiB=200", "--fail=finish_migration")
+
+    assert env.resize("vm", "m1.small").ok
+    inst = env.wait_phase("vm", "ACTIVE")
+    assert (inst["spec"]["flavor"], inst["status"]["flavor"]["name"]) == ("m1.tiny", "m1.tiny")
+    assert inst["status"]["node"] == "node-a"
+    [cond] = [c for c in inst["status"]["conditions"] if c["type"] == "ResizeFailed"]
+    assert (cond["status"], cond["reason"]) == ("True", "MigrationFailed")
+    assert "injected failure in finish_migration" in cond["message"]
+    assert [m["status"]["phase"] for m in env.migrations()] == ["error"]
+    assert env.guests("node-a")[uuid]["power"] == "Running"  # the original runs again
+    assert ("Warning", "MigrationFailed") in [(t, r) for t, r, _ in env.events("vm")]
+    usage_is(env, "node-a", TINY)

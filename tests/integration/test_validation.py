@@ -148,7 +148,7 @@ CASES = [
         ),
         setup=(
             create(builders.instance("i-verify")),
-            patch_status("instances", "i-verify", phase="VERIFY_RESIZE"),
+            patch_status("instances", "i-verify", phase="VERIFY_RESIZE", node="node-a"),
         ),
         target=("instances", "i-verify"),
     ),
@@ -158,7 +158,9 @@ CASES = [
         ("spec.flavor", "while status.phase is RESIZE"),
         setup=(
             create(builders.instance("i-resize")),
-            patch_status("instances", "i-resize", phase="RESIZE", taskState="resize_prep"),
+            patch_status(
+                "instances", "i-resize", phase="RESIZE", taskState="resize_prep", node="node-a"
+            ),
         ),
         target=("instances", "i-resize"),
     ),
@@ -168,7 +170,7 @@ CASES = [
         ("while status.phase is ERROR",),
         setup=(
             create(builders.instance("i-error")),
-            patch_status("instances", "i-error", phase="ERROR"),
+            patch_status("instances", "i-error", phase="ERROR", node="node-a"),
         ),
         target=("instances", "i-error"),
     ),
@@ -317,6 +319,23 @@ def test_flavor_edit_allowed_before_status_and_when_active_or_shutoff(kubectl: K
         result = patch_spec("instances", "i-ok", flavor=flavor)(kubectl)
         assert result.ok, result.stderr
     assert kubectl.get_json("instances", "i-ok")["spec"]["flavor"] == "m1.large"
+
+
+def test_setting_flavor_back_to_previous_is_allowed_in_verify_resize(kubectl: Kubectl) -> None:
+    assert create(builders.instance("i-back", flavor="m1.small"))(kubectl).ok
+    status = {"phase": "VERIFY_RESIZE", "node": "node-a", "previousFlavor": builders.snapshot()}
+    assert patch_status("instances", "i-back", **status)(kubectl).ok
+    assert not patch_spec("instances", "i-back", flavor="m1.large")(kubectl).ok
+    result = patch_spec("instances", "i-back", flavor="m1.tiny")(kubectl)  # = previousFlavor
+    assert result.ok, result.stderr
+
+
+def test_flavor_edit_allowed_before_the_first_placement(kubectl: Kubectl) -> None:
+    assert create(builders.instance("i-unplaced"))(kubectl).ok
+    assert patch_status("instances", "i-unplaced", phase="BUILD", taskState="scheduling")(
+        kubectl
+    ).ok
+    assert patch_spec("instances", "i-unplaced", flavor="m1.small")(kubectl).ok
 
 
 def test_instance_defaults_power_state_running(kubectl: Kubectl) -> None:

@@ -16,6 +16,7 @@ def make_driver(cfg: settings_mod.Agent) -> base.Driver:
             cfg.capacity,
             latency=cfg.fake_latency_seconds,
             state_file=pathlib.Path(cfg.fake_state_file) if cfg.fake_state_file else None,
+            fail=frozenset(filter(None, cfg.fake_fail.split(","))),
         )
     raise ValueError(f"driver {cfg.driver!r} is not available in this build")
 

@@ -138,16 +138,17 @@ def _guest(inst: instance.Instance, flavor: Any, uuid: str, power_on: bool) -> b
 
 
 async def _advance(
-    node: Node, mig: migration.Migration, old: P, new: P
+    node: Node, mig: migration.Migration, old: P, new: P, message: str = ""
 ) -> migration.Migration | None:
     """CAS the phase; None if someone else moved it first (the next event tells us)."""
+    status = {"phase": new.value, **({"message": message} if message else {})}
     try:
         body = await node.objs.set_phase(
             objects.MIGRATION,
             mig.metadata.namespace,
             mig.metadata.name,
             expected=old.value,
-            status={"phase": new.value},
+            status=status,
             transition={"phase": new.value, "time": _now()},
         )
     except objects.ConflictError:
@@ -159,20 +160,8 @@ async def _advance(
 
 async def _fail(node: Node, mig: migration.Migration, message: str) -> None:
     phase = mig.status.phase
-    if phase is None or migration.writer_of(phase, P.ERROR) is None:
-        return
-    try:
-        body = await node.objs.set_phase(
-            objects.MIGRATION,
-            mig.metadata.namespace,
-            mig.metadata.name,
-            expected=phase.value,
-            status={"phase": P.ERROR.value, "message": message},
-            transition={"phase": P.ERROR.value, "time": _now()},
-        )
-        node.remember(body)
-    except objects.ConflictError:
-        pass
+    if phase is not None and migration.writer_of(phase, P.ERROR) is not None:
+        await _advance(node, mig, phase, P.ERROR, message)
 
 
 def _now() -> str:

@@ -6,9 +6,12 @@ writes per resize can be counted in one place (`WRITES`).
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import dataclasses
-from typing import Any
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -55,6 +58,30 @@ def _translate(exc: ApiException) -> Exception:
     return exc
 
 
+T = TypeVar("T")
+THROTTLE_RETRIES = 20  # 429 means "not processed": always safe to send again
+
+
+def _retry_throttled(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    """Retry HTTP 429 (API priority and fairness, or storage still initialising just after
+    a CRD is created) after the server's Retry-After, bounded."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> T:
+        for attempt in range(THROTTLE_RETRIES):
+            try:
+                return await fn(*args, **kwargs)
+            except ApiException as exc:
+                if exc.status != 429 or attempt == THROTTLE_RETRIES - 1:
+                    raise
+                headers: dict[str, str] = dict(exc.headers or {})
+                retry_after = headers.get("Retry-After", "1")
+                await asyncio.sleep(min(5.0, float(retry_after) if retry_after.isdigit() else 1.0))
+        raise AssertionError("unreachable")
+
+    return wrapper
+
+
 class Objects:
     """CRUD on kubenova custom resources for one ApiClient."""
 
@@ -68,6 +95,7 @@ class Objects:
             return (names.GROUP, names.VERSION, namespace, kind.plural)
         return (names.GROUP, names.VERSION, kind.plural)
 
+    @_retry_throttled
     async def get(self, kind: Kind, namespace: str | None, name: str) -> dict[str, Any] | None:
         try:
             if kind.namespaced:
@@ -82,6 +110,7 @@ class Objects:
             raise
         return dict(result)
 
+    @_retry_throttled
     async def create(
         self, kind: Kind, namespace: str | None, body: dict[str, Any]
     ) -> dict[str, Any]:
@@ -99,6 +128,7 @@ class Objects:
             raise _translate(exc) from exc
         return dict(result)
 
+    @_retry_throttled
     async def patch(
         self,
         kind: Kind,
@@ -160,6 +190,7 @@ class Objects:
             ops.append({"op": "add", "path": "/status/phaseTransitions/-", "value": transition})
         return await self.patch(kind, namespace, name, ops, status=True)
 
+    @_retry_throttled
     async def list(
         self, kind: Kind, *, label_selector: str = "", namespace: str | None = None
     ) -> tuple[list[dict[str, Any]], str]:

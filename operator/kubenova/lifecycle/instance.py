@@ -221,7 +221,10 @@ def _steady(obs: Observed, placement: scheduler.Decision | None) -> plan.Plan:
         return _start_move(obs, d, placement, target=target or None)
     if st.flavor is not None and inst.spec.flavor != st.flavor.name:
         return _start_move(obs, d, placement, target=None)
-    if conditions.is_true(st.conditions, C.RESIZE_FAILED.value):
+    waiting = conditions.find(st.conditions, C.RESIZE_FAILED.value)
+    if waiting and waiting.status is S.TRUE and waiting.reason == "NoValidHost":
+        # Only a resize still waiting for a host is cancelled by setting the flavor back;
+        # a failed one stays reported until the next resize succeeds.
         d.condition(
             C.RESIZE_FAILED,
             S.FALSE,
@@ -338,18 +341,27 @@ def _migrating(obs: Observed, mig: migration.Migration) -> plan.Plan:
     if phase is MPhase.CONFIRMING:
         _landed(d, mig, dest=True)
         d.phase(Phase.VERIFY_RESIZE, TaskState.RESIZE_CONFIRMING)
+        _settle_action(d, names.ResizeAction.CONFIRM, "a confirm is in progress")
         return d.plan()
     if phase is MPhase.REVERTING:
         d.phase(Phase.REVERT_RESIZE, TaskState.RESIZE_REVERTING)
+        _settle_action(d, names.ResizeAction.REVERT, "a revert is in progress")
         if spec.type is migration.MigrationType.RESIZE:
             d.set_flavor(spec.old_flavor.name)
         return d.plan()
     return _ended(obs, d, mig)
 
 
-def _refuse_actions(d: Draft, why: str) -> None:
+def _settle_action(d: Draft, done: names.ResizeAction, why: str) -> None:
+    """Drop the annotation of the action under way silently; refuse any other."""
+    _refuse_actions(d, why, expected=done)
+
+
+def _refuse_actions(d: Draft, why: str, expected: names.ResizeAction | None = None) -> None:
     action = d.inst.metadata.annotations.get(names.ANNOTATION_RESIZE)
-    if action is not None:
+    if expected is not None and action == expected.value:
+        d.drop_annotation(names.ANNOTATION_RESIZE)
+    elif action is not None:
         d.drop_annotation(names.ANNOTATION_RESIZE)
         d.event(Warn, "InvalidAction", f"{names.ANNOTATION_RESIZE}={action} ignored: {why}")
     if names.ANNOTATION_MIGRATE in d.inst.metadata.annotations:
@@ -436,6 +448,7 @@ def _ended(obs: Observed, d: Draft, mig: migration.Migration) -> plan.Plan:
     d.label(names.LABEL_DEST_NODE, None)
     running = spec.power_on
     if phase is MPhase.CONFIRMED:
+        _settle_action(d, names.ResizeAction.CONFIRM, "the migration is confirmed")
         _landed(d, mig, dest=True)
         _settle_power(d, instance.PowerState.RUNNING if running else instance.PowerState.STOPPED)
         d.event(Info, "ResizeConfirmed", f"{spec.new_flavor.name} on {spec.dest_node}")
@@ -444,7 +457,7 @@ def _ended(obs: Observed, d: Draft, mig: migration.Migration) -> plan.Plan:
         _landed(d, mig, dest=False)
         if spec.type is migration.MigrationType.RESIZE:
             d.set_flavor(spec.old_flavor.name)  # still allowed: previousFlavor is set until now
-        d.drop_annotation(names.ANNOTATION_RESIZE)
+        _settle_action(d, names.ResizeAction.REVERT, "the migration is reverted")
         _settle_power(d, instance.PowerState.RUNNING if running else instance.PowerState.STOPPED)
         d.event(Info, "ResizeReverted", f"{spec.old_flavor.name} on {spec.source_node}")
         return d.plan()

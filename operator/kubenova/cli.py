@@ -48,7 +48,12 @@ def _parser() -> argparse.ArgumentParser:
     ctl.add_argument("--service-down-time-seconds", type=float)
     ctl.add_argument("--retry-base-seconds", type=float)
     ctl.add_argument("--retry-cap-seconds", type=float)
-    ctl.add_argument("--peering", help="kopf peering name (default: standalone)")
+    ctl.add_argument(
+        "--lease-duration-seconds",
+        type=float,
+        help="leader election: how long a silent leader keeps the lease",
+    )
+    ctl.add_argument("--identity", help="leader election identity (default: host-pid)")
 
     agent = sub.add_parser("agent", help="run a node agent")
     agent.add_argument("--kubeconfig")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 from collections.abc import Mapping
 
 from kubenova.scheduling.amounts import Amount
@@ -57,7 +58,14 @@ class Controller(Common):
     webhook_port: int = 0  # 0: no webhook server
     webhook_cert_dir: str = ""
     workers: int = 8
-    peering: str = ""  # kopf peering name; empty: standalone
+    # Leader election on a Lease: replicas keep warm caches, the holder acts.
+    leader_election: bool = True
+    lease_namespace: str = "default"
+    lease_name: str = "kubenova-controller"
+    lease_duration_seconds: float = 15.0  # kube-controller-manager's default
+    identity: str = dataclasses.field(
+        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}"
+    )
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -103,7 +111,9 @@ def controller_from_env(env: Mapping[str, str] | None = None, **overrides: objec
         "webhook_port": int(env.get("KUBENOVA_WEBHOOK_PORT", 0)),
         "webhook_bind": env.get("KUBENOVA_WEBHOOK_BIND", ""),
         "webhook_cert_dir": env.get("KUBENOVA_WEBHOOK_CERT_DIR", ""),
-        "peering": env.get("KUBENOVA_PEERING", ""),
+        "leader_election": _bool(env, "KUBENOVA_LEADER_ELECTION", True),
+        "lease_namespace": env.get("POD_NAMESPACE", "default"),
+        "lease_duration_seconds": _float(env, "KUBENOVA_LEASE_DURATION_SECONDS", 15.0),
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
     return Controller(**values)  # type: ignore[arg-type]

@@ -65,7 +65,7 @@ class Runtime:
             self.queue.add(key)
 
     def start(self) -> None:
-        self.tasks = [
+        self.tasks += [
             asyncio.create_task(self.queue.run()),
             asyncio.create_task(self._hypervisor_loop()),
         ]

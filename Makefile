@@ -17,10 +17,12 @@ help:
 	@echo "make bench    benchmarks; figures printed and written to bench-results/"
 
 $(VENV)/.installed: pyproject.toml
+	@bash hack/install-deps.sh
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	$(VENV)/bin/pip install --quiet -e '.[dev,libvirt]'
 	touch $@
 
+# Debian packages, libvirtd running, Python venv: every target that runs code needs these.
 deps: $(VENV)/.installed
 	@bash hack/install-deps.sh
 

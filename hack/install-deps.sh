@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Debian packages the tests and `make up` need, installed only when missing.
-# kubectl is expected on the machine (it is on these machines); Go builds the control plane.
+# Debian packages the tests and `make up` need, installed only when missing, and libvirtd
+# started. kubectl is expected on the machine (it is on these machines); Go builds the
+# control plane (hack/build-controlplane.sh).
 set -euo pipefail
 missing=()
 command -v go >/dev/null || missing+=(golang-go)
@@ -9,3 +10,4 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+bash "$(dirname "$0")/install-libvirt.sh"

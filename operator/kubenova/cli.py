@@ -64,6 +64,9 @@ def _parser() -> argparse.ArgumentParser:
         type=settings_mod.parse_capacity,
         help="vcpus=N,memoryMiB=N,diskGiB=N (fake driver)",
     )
+    agent.add_argument("--instances-path", help="libvirt driver: where instance disks live")
+    agent.add_argument("--virt-type", choices=["kvm", "qemu"], help="libvirt: kvm or qemu (TCG)")
+    agent.add_argument("--libvirt-uri", help="libvirt driver: connection URI")
     agent.add_argument(
         "--state-file",
         dest="fake_state_file",

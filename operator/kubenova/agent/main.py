@@ -18,7 +18,15 @@ def make_driver(cfg: settings_mod.Agent) -> base.Driver:
             state_file=pathlib.Path(cfg.fake_state_file) if cfg.fake_state_file else None,
             fail=frozenset(filter(None, cfg.fake_fail.split(","))),
         )
-    raise ValueError(f"driver {cfg.driver!r} is not available in this build")
+    if cfg.driver == "libvirt":
+        from kubenova.drivers import libvirt  # noqa: PLC0415 - libvirt-python is optional
+
+        return libvirt.LibvirtDriver(
+            uri=cfg.libvirt_uri,
+            instances_path=pathlib.Path(cfg.instances_path),
+            virt_type=cfg.virt_type,
+        )
+    raise ValueError(f"unknown driver {cfg.driver!r}: use fake or libvirt")
 
 
 async def run(cfg: settings_mod.Agent) -> None:

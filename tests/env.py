@@ -125,6 +125,30 @@ class Env:
         self.wait_for(lambda: self.hypervisor_up(node), what=f"hypervisor {node} up")
         return agent
 
+    def start_libvirt_agent(self, node: str, *args: str) -> Process:
+        """An agent with the real libvirt driver (TCG guests) and its own instancesPath."""
+        agent = self._process(
+            f"agent-{node}",
+            [
+                "agent",
+                "--node",
+                node,
+                "--driver",
+                "libvirt",
+                "--virt-type",
+                "qemu",
+                f"--instances-path={self.instances_path(node)}",
+                "--heartbeat-interval-seconds=1",
+                *args,
+            ],
+        ).start()
+        self.agents[node] = agent
+        self.wait_for(lambda: self.hypervisor_up(node), what=f"hypervisor {node} up")
+        return agent
+
+    def instances_path(self, node: str) -> pathlib.Path:
+        return self.dir / f"instances-{node}"
+
     def state_file(self, node: str) -> pathlib.Path:
         return self.dir / f"hypervisor-{node}.json"
 

@@ -254,6 +254,16 @@ def test_a_failed_step_rolls_back_and_loses_nothing(env: Env) -> None:
     env.start_agent("node-b", "vcpus=8,memoryMiB=16384,diskGiB=200", "--fail=finish_migration")
 
     assert env.resize("vm", "m1.small").ok
+
+    def rolled_back() -> bool:
+        inst = env.instance("vm")
+        conds = inst["status"].get("conditions", [])
+        failed = any(
+            c["type"] == "ResizeFailed" and c["reason"] == "MigrationFailed" for c in conds
+        )
+        return failed and inst["spec"]["flavor"] == "m1.tiny"
+
+    env.wait_for(rolled_back, what="ResizeFailed MigrationFailed, spec.flavor back to m1.tiny")
     inst = env.wait_phase("vm", "ACTIVE")
     assert (inst["spec"]["flavor"], inst["status"]["flavor"]["name"]) == ("m1.tiny", "m1.tiny")
     assert inst["status"]["node"] == "node-a"

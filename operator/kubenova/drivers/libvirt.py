@@ -1,6 +1,6 @@
 """The libvirt driver: real QEMU guests through libvirt-python (qemu:///system).
 
-Layout under `instancesPath`: `<uuid>/disk` (qcow2), `<uuid>/console.log`; during a resize
+Layout under `instancesPath`: `<uuid>/disk` (qcow2), `console/<uuid>.log`; during a resize
 the original directory is renamed `<uuid>_resize` (the revert point, Nova's name).
 
 Same-host resize without a copy on the critical path: the original directory is renamed
@@ -57,7 +57,7 @@ class LibvirtDriver:
         self.uri = uri
         self.root = instances_path
         self.virt_type = virt_type
-        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "console").mkdir(parents=True, exist_ok=True)
         self._conn: libvirt.virConnect | None = None
 
     # --- plumbing --------------------------------------------------------------------------
@@ -73,6 +73,11 @@ class LibvirtDriver:
 
     def _resize_dir(self, uuid: str) -> pathlib.Path:
         return self.root / f"{uuid}_resize"
+
+    def console_log(self, uuid: str) -> pathlib.Path:
+        """One serial log per instance and node, kept across resize and revert (the
+        instance directory is renamed during a resize; the console history should not be)."""
+        return self.root / "console" / f"{uuid}.log"
 
     def _domain(self, uuid: str) -> libvirt.virDomain | None:
         try:
@@ -111,7 +116,7 @@ class LibvirtDriver:
     </disk>
     <interface type='user'><mac address='{mac_of(guest.uuid)}'/><model type='virtio'/></interface>
     <serial type='file'>
-      <source path='{escape(str(d / "console.log"))}' append='on'/><target port='0'/>
+      <source path='{escape(str(self.console_log(guest.uuid)))}' append='on'/><target port='0'/>
     </serial>
   </devices>
 </domain>"""
@@ -264,6 +269,7 @@ class LibvirtDriver:
             dom.undefine()
         for d in (self._dir(uuid), self._resize_dir(uuid)):
             shutil.rmtree(d, ignore_errors=True)
+        self.console_log(uuid).unlink(missing_ok=True)
 
     async def get_info(self, uuid: str) -> base.GuestInfo | None:
         return await self._run(self._info, uuid)  # type: ignore[no-any-return]
@@ -284,5 +290,9 @@ class LibvirtDriver:
         return await self._run(self._list)  # type: ignore[no-any-return]
 
     def _list(self) -> list[str]:
-        names = {p.name.removesuffix("_resize") for p in self.root.iterdir() if p.is_dir()}
+        names = {
+            p.name.removesuffix("_resize")
+            for p in self.root.iterdir()
+            if p.is_dir() and p.name != "console"
+        }
         return sorted(names)

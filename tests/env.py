@@ -125,8 +125,9 @@ class Env:
         self.wait_for(lambda: self.hypervisor_up(node), what=f"hypervisor {node} up")
         return agent
 
-    def start_libvirt_agent(self, node: str, *args: str) -> Process:
+    def start_libvirt_agent(self, node: str, *args: str, fault: str = "") -> Process:
         """An agent with the real libvirt driver (TCG guests) and its own instancesPath."""
+        env = {"KUBENOVA_FAULT": fault} if fault else {}
         agent = self._process(
             f"agent-{node}",
             [
@@ -141,6 +142,7 @@ class Env:
                 "--heartbeat-interval-seconds=1",
                 *args,
             ],
+            env,
         ).start()
         self.agents[node] = agent
         self.wait_for(lambda: self.hypervisor_up(node), what=f"hypervisor {node} up")

@@ -26,6 +26,7 @@ from xml.sax.saxutils import escape
 
 import libvirt
 
+from kubenova import faults
 from kubenova.drivers import base
 from kubenova.scheduling.amounts import Amount
 
@@ -198,8 +199,10 @@ class LibvirtDriver:
 
     def _set_aside(self, uuid: str, same_host: bool, timeout: float) -> None:
         self._stop(uuid, timeout)
+        faults.point("agent", "libvirt:stopped")
         if same_host and self._dir(uuid).exists() and not self._resize_dir(uuid).exists():
             self._dir(uuid).rename(self._resize_dir(uuid))  # constant time: the revert point
+            faults.point("agent", "libvirt:renamed")
 
     async def finish_migration(self, guest: base.Guest, *, same_host: bool) -> None:
         await self._run(self._finish, guest, same_host)
@@ -215,10 +218,13 @@ class LibvirtDriver:
             tmp = d / "disk.part"
             _qemu_img("create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(original), str(tmp))
             tmp.rename(disk)
+            faults.point("agent", "libvirt:overlay-created")
         if not disk.exists():
             raise base.DriverError(f"no disk for {guest.uuid} on this node (transfer not done)")
         self._grow_disk(disk, guest.flavor.disk_gib)
+        faults.point("agent", "libvirt:grown")
         self._define(guest)
+        faults.point("agent", "libvirt:defined")
         if guest.power_on:
             self._start(guest.uuid)
 
@@ -252,8 +258,11 @@ class LibvirtDriver:
             dom = self._domain(guest.uuid)
             if dom is not None and dom.isActive():
                 dom.destroy()  # the new guest is discarded: no graceful shutdown needed
+            faults.point("agent", "libvirt:new-destroyed")
             shutil.rmtree(self._dir(guest.uuid), ignore_errors=True)
+            faults.point("agent", "libvirt:new-removed")
             self._resize_dir(guest.uuid).rename(self._dir(guest.uuid))
+            faults.point("agent", "libvirt:original-restored")
         self._define(guest)
         if guest.power_on:
             self._start(guest.uuid)

@@ -1,0 +1,19 @@
+"""Fixtures for tests with real libvirt guests."""
+
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+
+from tests.e2e import guest
+
+
+@pytest.fixture(scope="session")
+def guest_image() -> pathlib.Path:
+    return guest.build_image()
+
+
+@pytest.fixture
+def image(guest_image: pathlib.Path, tmp_path: pathlib.Path) -> pathlib.Path:
+    return guest.image_with_marker(guest_image, tmp_path / "image")

@@ -1,0 +1,105 @@
+"""Real guests for e2e tests: the image, a root disk with a marker, the guest's reports.
+
+The test image (hack/build-guest-image.sh) prints one line to its serial console at each
+boot: `KUBENOVA-GUEST cpus=N memtotal_kib=N disk_sectors=N marker=TEXT`, where TEXT is
+read from the start of its root disk.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import re
+import subprocess
+
+import pytest
+
+from tests.env import Env
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+LINE = re.compile(r"KUBENOVA-GUEST cpus=(\d+) memtotal_kib=(\d+) disk_sectors=(\d+) marker=(\S*)")
+MARKER = "kubenova-e2e-marker"
+SECTORS_PER_GIB = 2 * 1024 * 1024
+
+
+def build_image() -> pathlib.Path:
+    try:
+        subprocess.run(
+            ["virsh", "-c", "qemu:///system", "version"], check=True, capture_output=True
+        )
+    except (OSError, subprocess.CalledProcessError) as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"libvirtd not running ({exc}); run hack/install-libvirt.sh")
+    out = subprocess.run(
+        ["bash", str(REPO / "hack" / "build-guest-image.sh")],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return pathlib.Path(out.strip().splitlines()[-1])
+
+
+def image_with_marker(guest_image: pathlib.Path, where: pathlib.Path) -> pathlib.Path:
+    """The cached kernel and initramfs, plus a root disk whose first bytes are MARKER."""
+    where.mkdir()
+    for name in ("vmlinuz", "initrd.img"):
+        (where / name).symlink_to(guest_image / name)
+    raw = where / "disk.raw"
+    with raw.open("wb") as f:
+        f.write(MARKER.encode())
+        f.truncate(1024**3)  # sparse
+    subprocess.run(
+        [
+            "qemu-img",
+            "convert",
+            "-q",
+            "-f",
+            "raw",
+            "-O",
+            "qcow2",
+            str(raw),
+            str(where / "disk.qcow2"),
+        ],
+        check=True,
+    )
+    raw.unlink()
+    return where
+
+
+def reports(env: Env, node: str, uuid: str) -> list[tuple[int, int, int, str]]:
+    console = env.instances_path(node) / "console" / f"{uuid}.log"
+    text = console.read_text(errors="replace") if console.exists() else ""
+    return [(int(a), int(b), int(c), d) for a, b, c, d in LINE.findall(text)]
+
+
+def boots(env: Env, node: str, uuid: str, count: int) -> tuple[int, int, int, str]:
+    """Wait for the guest's `count`-th boot report; TCG boots take ~10 s on 2 cores."""
+    found = env.wait_for(
+        lambda: len(r := reports(env, node, uuid)) >= count and r,
+        timeout=120,
+        what=f"boot report #{count} of {uuid}",
+    )
+    return found[count - 1]  # type: ignore[no-any-return]
+
+
+def booted(env: Env, image: pathlib.Path, **agent: str) -> str:
+    """Flavors e2e.one (1 vCPU, 256 MiB, 1 GiB) and e2e.two (2, 512, 2), the controller, a
+    libvirt agent on node-a, and an instance `vm` booted once; returns its uuid."""
+    for name, vcpus, mem, disk in (("e2e.one", 1, 256, 1), ("e2e.two", 2, 512, 2)):
+        env.kubectl.apply(
+            {
+                "apiVersion": "compute.kubenova.io/v1alpha1",
+                "kind": "Flavor",
+                "metadata": {"name": name},
+                "spec": {"vcpus": vcpus, "memoryMiB": mem, "diskGiB": disk},
+            }
+        )
+    env.start_controller()
+    env.start_libvirt_agent("node-a", **agent)
+    env.create("vm", "e2e.one", image=str(image), shutdownTimeoutSeconds=3)
+    uuid: str = env.wait_phase("vm", "ACTIVE", timeout=120)["status"]["uuid"]
+    cpus, mem, sectors, marker = boots(env, "node-a", uuid, 1)
+    assert (cpus, sectors, marker) == (1, SECTORS_PER_GIB, MARKER)
+    assert 150 * 1024 < mem <= 256 * 1024  # MemTotal is a little under the 256 MiB given
+    return uuid

@@ -1,0 +1,65 @@
+"""SIGKILL the libvirt agent at every step boundary of a same-host resize and of a revert;
+after a restart the instance converges and the guest still reads its marker."""
+
+from __future__ import annotations
+
+import pathlib
+import signal
+
+import pytest
+
+from tests.e2e import guest
+from tests.env import Env
+
+pytestmark = pytest.mark.controlplane
+
+RESIZE = [  # inside migrate_disk_and_power_off, finish_migration, and between steps
+    "libvirt:stopped",
+    "libvirt:renamed",
+    "source-set-aside",
+    "libvirt:overlay-created",
+    "libvirt:grown",
+    "libvirt:defined",
+    "dest-finished",
+]
+REVERT = [
+    "libvirt:new-destroyed",
+    "libvirt:new-removed",
+    "libvirt:original-restored",
+    "source-reverted",
+]
+
+
+def restart_after_kill(env: Env) -> None:
+    agent = env.agents["node-a"]
+    assert agent.wait_exit(timeout=180) == -signal.SIGKILL, env.logs()
+    env.start_libvirt_agent("node-a")
+
+
+@pytest.mark.parametrize("point", RESIZE + REVERT)
+def test_agent_killed_at(env: Env, image: pathlib.Path, point: str) -> None:
+    reverting = point in REVERT
+    fault = "" if reverting else f"agent:{point}"
+    uuid = guest.booted(env, image, fault=fault)
+    assert env.resize("vm", "e2e.two").ok
+    if not reverting:
+        restart_after_kill(env)
+    env.wait_phase("vm", "VERIFY_RESIZE", timeout=180)
+    if reverting:
+        env.agents["node-a"].stop()
+        env.start_libvirt_agent("node-a", fault=f"agent:{point}")
+        env.annotate("vm", "resize", "revert")
+        restart_after_kill(env)
+        inst = env.wait_phase("vm", "ACTIVE", timeout=180)
+        assert inst["spec"]["flavor"] == "e2e.one"
+    last = env.wait_for(
+        lambda: (
+            guest.reports(env, "node-a", uuid)[-1:]
+            and guest.reports(env, "node-a", uuid)[-1][0] == (1 if reverting else 2)
+            and guest.reports(env, "node-a", uuid)[-1]
+        ),
+        timeout=180,
+        what="the guest's report after recovery",
+    )
+    assert last[3] == guest.MARKER  # the data survived the crash
+    assert last[2] == (1 if reverting else 2) * guest.SECTORS_PER_GIB

@@ -53,6 +53,7 @@ unit: deps
 bench: controlplane
 	$(PY) -m hack.bench_controlplane --runs 5
 	$(PY) -m hack.bench_scheduler
+	$(PY) -m hack.bench_resize
 
 clean: down
 	rm -rf $(VENV) .kubenova .pytest_cache .mypy_cache .ruff_cache

@@ -43,6 +43,10 @@ def test_each_agent_receives_only_its_own_instances(env: Env) -> None:
         received[node] = {key for _, key in events}
         counts[node] = len(events)
         assert received[node] == placed[node], f"{node} saw {received[node] - placed[node]}"
+    print(
+        f"instance watch events per agent: {counts}; instances per node: "
+        f"{ {n: len(k) for n, k in placed.items()} }"
+    )
     assert sum(len(keys) for keys in received.values()) == 30
     # Every instance changes several times (scheduled, labelled, spawned, reported); an
     # agent that received every event would count all of them, not its share.

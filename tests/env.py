@@ -103,47 +103,21 @@ class Env:
         fault: str = "",
         debug: bool = False,
     ) -> Process:
-        env = {"KUBENOVA_FAULT": fault} if fault else {}
-        if debug:
-            env["KUBENOVA_LOG_LEVEL"] = "DEBUG"
-        agent = self._process(
-            f"agent-{node}",
-            [
-                "agent",
-                "--node",
-                node,
-                "--driver",
-                "fake",
-                f"--capacity={capacity}",
-                f"--state-file={self.state_file(node)}",
-                "--heartbeat-interval-seconds=1",
-                *args,
-            ],
-            env,
-        ).start()
-        self.agents[node] = agent
-        self.wait_for(lambda: self.hypervisor_up(node), what=f"hypervisor {node} up")
-        return agent
+        """An agent with the fake driver, whose hypervisor state lives in a file."""
+        driver = ["fake", f"--capacity={capacity}", f"--state-file={self.state_file(node)}"]
+        return self._agent(node, [*driver, *args], fault=fault, debug=debug)
 
     def start_libvirt_agent(self, node: str, *args: str, fault: str = "") -> Process:
         """An agent with the real libvirt driver (TCG guests) and its own instancesPath."""
+        driver = ["libvirt", "--virt-type=qemu", f"--instances-path={self.instances_path(node)}"]
+        return self._agent(node, [*driver, *args], fault=fault)
+
+    def _agent(self, node: str, args: list[str], *, fault: str, debug: bool = False) -> Process:
         env = {"KUBENOVA_FAULT": fault} if fault else {}
-        agent = self._process(
-            f"agent-{node}",
-            [
-                "agent",
-                "--node",
-                node,
-                "--driver",
-                "libvirt",
-                "--virt-type",
-                "qemu",
-                f"--instances-path={self.instances_path(node)}",
-                "--heartbeat-interval-seconds=1",
-                *args,
-            ],
-            env,
-        ).start()
+        if debug:
+            env["KUBENOVA_LOG_LEVEL"] = "DEBUG"
+        argv = ["agent", "--node", node, "--heartbeat-interval-seconds=1", "--driver", *args]
+        agent = self._process(f"agent-{node}", argv, env).start()
         self.agents[node] = agent
         self.wait_for(lambda: self.hypervisor_up(node), what=f"hypervisor {node} up")
         return agent

@@ -5,6 +5,7 @@ hypervisors or claims.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import json
@@ -137,7 +138,17 @@ class Env:
         for proc in [*self.agents.values(), self.controller]:
             if proc:
                 proc.stop()
+        self._destroy_guests()
         self.plane.stop()
+
+    def _destroy_guests(self) -> None:
+        """libvirtd outlives the test: destroy the real guests this test's agents made."""
+        for path in self.dir.glob("instances-*"):
+            from kubenova.drivers import libvirt  # noqa: PLC0415 - only where libvirt is used
+
+            driver = libvirt.LibvirtDriver(uri="qemu:///system", instances_path=path)
+            for uuid in asyncio.run(driver.list_guests()):
+                asyncio.run(driver.destroy(uuid))
 
     def logs(self) -> str:
         procs = [p for p in [self.controller, *self.agents.values()] if p]

@@ -67,6 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     agent.add_argument("--instances-path", help="libvirt driver: where instance disks live")
     agent.add_argument("--virt-type", choices=["kvm", "qemu"], help="libvirt: kvm or qemu (TCG)")
     agent.add_argument("--libvirt-uri", help="libvirt driver: connection URI")
+    agent.add_argument("--transfer-port", type=int, help="serve disks to other agents here")
+    agent.add_argument("--transfer-host", help="address other agents reach this one at")
     agent.add_argument(
         "--state-file",
         dest="fake_state_file",

@@ -84,6 +84,8 @@ class Agent(Common):
     instances_path: str = "/var/lib/kubenova/instances"
     libvirt_uri: str = "qemu:///system"
     virt_type: str = "kvm"
+    transfer_port: int = 0  # 0: serve no disks (fake driver, or a node that is never a source)
+    transfer_host: str = "127.0.0.1"  # the address other agents reach this one at
     workers: int = 4
 
 
@@ -133,6 +135,8 @@ def agent_from_env(env: Mapping[str, str] | None = None, **overrides: object) ->
         "instances_path": env.get("KUBENOVA_INSTANCES_PATH", "/var/lib/kubenova/instances"),
         "libvirt_uri": env.get("KUBENOVA_LIBVIRT_URI", "qemu:///system"),
         "virt_type": env.get("KUBENOVA_VIRT_TYPE", "kvm"),
+        "transfer_port": int(env.get("KUBENOVA_TRANSFER_PORT", 0)),
+        "transfer_host": env.get("POD_IP", "127.0.0.1"),
     }
     if env.get("KUBENOVA_CAPACITY"):
         values["capacity"] = parse_capacity(env["KUBENOVA_CAPACITY"])

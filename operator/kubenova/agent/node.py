@@ -14,10 +14,11 @@ import datetime
 import logging
 from typing import Any
 
+from aiohttp import web
 from kubernetes_asyncio import client
 
 from kubenova import settings as settings_mod
-from kubenova.agent import steps
+from kubenova.agent import steps, transfer
 from kubenova.api import migration, names
 from kubenova.drivers import base
 from kubenova.kube import informer, objects, workqueue
@@ -90,6 +91,41 @@ class Node:
 
     # --- running ---------------------------------------------------------------------------
 
+    @property
+    def transfer_endpoint(self) -> str:
+        port = self.cfg.transfer_port
+        return f"http://{self.cfg.transfer_host}:{port}" if port else ""
+
+    async def offer(self, namespace: str, name: str) -> transfer.Offer | None:
+        """What this node serves for a migration: its disk, while the destination pulls."""
+        key = f"{namespace}/{name}"
+        body = next((inf.cache[key] for inf in self.migrations if key in inf.cache), None)
+        if body is None:
+            return None
+        spec, phase = body["spec"], body.get("status", {}).get("phase")
+        if spec["sourceNode"] != self.name or spec["destNode"] == self.name:
+            return None
+        if phase not in (
+            migration.MigrationPhase.MIGRATING,
+            migration.MigrationPhase.POST_MIGRATING,
+        ):
+            return None
+        path = self.driver.disk_path(spec["instanceUuid"])
+        token = await self.objs.secret_value(
+            namespace, name + names.TRANSFER_SECRET_SUFFIX, names.TRANSFER_TOKEN_KEY
+        )
+        return transfer.Offer(path=path, token=token) if path and token else None
+
+    async def _serve_disks(self) -> None:
+        runner = web.AppRunner(transfer.app(self.offer), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, self.cfg.transfer_host, self.cfg.transfer_port).start()
+        log.info("agent %s: serving disks at %s", self.name, self.transfer_endpoint)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+
     async def run(self) -> None:
         await self.register()
         tasks = [asyncio.create_task(inf.run()) for inf in (*self.instances, *self.migrations)]
@@ -99,6 +135,8 @@ class Node:
             self.name,
             len({k for inf in self.instances for k in inf.cache}),
         )
+        if self.cfg.transfer_port:
+            tasks.append(asyncio.create_task(self._serve_disks()))
         tasks += [
             asyncio.create_task(self.queue.run()),
             asyncio.create_task(self._heartbeats()),
@@ -147,6 +185,7 @@ class Node:
                         },
                         "heartbeatTime": now().isoformat(),
                         "version": VERSION,
+                        "transferEndpoint": self.transfer_endpoint,
                     }
                 }
             },

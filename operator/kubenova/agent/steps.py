@@ -16,7 +16,8 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from kubenova import faults
-from kubenova.api import instance, migration
+from kubenova.agent import transfer
+from kubenova.api import instance, migration, names
 from kubenova.drivers import base
 from kubenova.kube import objects
 from kubenova.lifecycle import conditions
@@ -109,6 +110,8 @@ async def _dest_step(
     if phase is P.MIGRATING:
         return await _advance(node, mig, P.MIGRATING, P.POST_MIGRATING)
     if phase is P.POST_MIGRATING:
+        if not same:
+            await _receive_disk(node, mig, uuid)
         guest = _guest(inst, mig.spec.new_flavor, uuid, mig.spec.power_on)
         await node.driver.finish_migration(guest, same_host=same)
         faults.point("agent", "dest-finished")
@@ -125,6 +128,31 @@ async def _dest_step(
         node.remember(body)
         return None  # the source restores next; nothing more here
     return None
+
+
+async def _receive_disk(node: Node, mig: migration.Migration, uuid: str) -> None:
+    """Pull the disk from the source agent (idempotent: a disk already in place stays)."""
+    dest = node.driver.incoming_disk(uuid)
+    if dest is None or dest.exists():
+        return
+    source, ns, name = mig.spec.source_node, mig.metadata.namespace or "default", mig.metadata.name
+    hv = await node.objs.get(objects.HYPERVISOR, None, source)
+    endpoint = (hv or {}).get("status", {}).get("agent", {}).get("transferEndpoint")
+    if not endpoint:
+        raise base.DriverError(
+            f"source node {source} serves no disks (agent without --transfer-port)"
+        )
+    token = await node.objs.secret_value(
+        ns, name + names.TRANSFER_SECRET_SUFFIX, names.TRANSFER_TOKEN_KEY
+    )
+    if token is None:
+        raise base.DriverError(f"transfer secret of {name} is missing")
+    try:
+        sent = await transfer.pull(f"{endpoint}/v1/migrations/{ns}/{name}/disk", token, dest)
+    except transfer.TransferError as exc:
+        raise base.DriverError(f"disk transfer from {source} failed: {exc}") from exc
+    log.info("migration %s: received %d bytes of disk data from %s", name, sent, source)
+    faults.point("agent", "disk-received")
 
 
 def _guest(inst: instance.Instance, flavor: Any, uuid: str, power_on: bool) -> base.Guest:

@@ -63,6 +63,14 @@ class AgentReport(common.Model):
         description="Last time the agent reported; older than serviceDownTimeSeconds means down."
     )
     version: str = pydantic.Field(default="", max_length=64, description="Agent version.")
+    transfer_endpoint: str = pydantic.Field(
+        default="",
+        max_length=512,
+        description=(
+            "Base URL where this agent serves disks to destination agents during a cross-node "
+            "migration (empty: the driver moves no files, e.g. fake)."
+        ),
+    )
 
 
 class Usage(common.Model):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import pathlib
 from typing import Protocol
 
 from kubenova.scheduling.amounts import Amount
@@ -82,4 +83,13 @@ class Driver(Protocol):
 
     async def list_guests(self) -> list[str]:
         """uuids of every instance this node holds anything for."""
+        ...
+
+    def disk_path(self, uuid: str) -> pathlib.Path | None:
+        """The disk file a cross-node migration hands over; None if the driver keeps no
+        files (the fake driver): then there is nothing to transfer."""
+        ...
+
+    def incoming_disk(self, uuid: str) -> pathlib.Path | None:
+        """Where a destination writes a transferred disk before finish_migration."""
         ...

@@ -157,6 +157,12 @@ class FakeDriver:
     async def list_guests(self) -> list[str]:
         return sorted(self.guests)
 
+    def disk_path(self, uuid: str) -> pathlib.Path | None:
+        return None  # nothing to transfer: a fake guest is only its record
+
+    def incoming_disk(self, uuid: str) -> pathlib.Path | None:
+        return None
+
     def has_revert_point(self, uuid: str) -> bool:
         g = self.guests.get(uuid)
         return g is not None and g.resize is not None

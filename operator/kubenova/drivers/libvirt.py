@@ -295,6 +295,14 @@ class LibvirtDriver:
             power=power, vcpus=int(vcpus), memory_mib=int(max_kib) // 1024, disk_gib=size
         )
 
+    def disk_path(self, uuid: str) -> pathlib.Path | None:
+        disk = self._dir(uuid) / "disk"
+        return disk if disk.exists() else None
+
+    def incoming_disk(self, uuid: str) -> pathlib.Path | None:
+        self._dir(uuid).mkdir(parents=True, exist_ok=True)
+        return self._dir(uuid) / "disk"
+
     async def list_guests(self) -> list[str]:
         return await self._run(self._list)  # type: ignore[no-any-return]
 

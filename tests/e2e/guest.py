@@ -83,7 +83,7 @@ def boots(env: Env, node: str, uuid: str, count: int) -> tuple[int, int, int, st
     return found[count - 1]  # type: ignore[no-any-return]
 
 
-def booted(env: Env, image: pathlib.Path, **agent: str) -> str:
+def booted(env: Env, image: pathlib.Path, **agent: object) -> str:
     """Flavors e2e.one (1 vCPU, 256 MiB, 1 GiB) and e2e.two (2, 512, 2), the controller, a
     libvirt agent on node-a, and an instance `vm` booted once; returns its uuid."""
     for name, vcpus, mem, disk in (("e2e.one", 1, 256, 1), ("e2e.two", 2, 512, 2)):
@@ -96,7 +96,7 @@ def booted(env: Env, image: pathlib.Path, **agent: str) -> str:
             }
         )
     env.start_controller()
-    env.start_libvirt_agent("node-a", **agent)
+    env.start_libvirt_agent("node-a", **agent)  # type: ignore[arg-type]
     env.create("vm", "e2e.one", image=str(image), shutdownTimeoutSeconds=3)
     uuid: str = env.wait_phase("vm", "ACTIVE", timeout=120)["status"]["uuid"]
     cpus, mem, sectors, marker = boots(env, "node-a", uuid, 1)

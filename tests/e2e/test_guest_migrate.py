@@ -1,0 +1,74 @@
+"""Cross-node resize and cold migrate of a real guest between two libvirt hypervisors
+(two agents, each with its own libvirt daemon and instancesPath); the disk travels over
+the agents' transfer endpoint and the guest reports what it sees on the other side."""
+
+from __future__ import annotations
+
+import pathlib
+import subprocess
+
+import pytest
+
+from tests.e2e import guest
+from tests.env import Env
+
+pytestmark = pytest.mark.controlplane
+
+
+def domains(env: Env, node: str) -> list[str]:
+    out = subprocess.run(
+        ["virsh", "-c", "qemu:///session", "list", "--all", "--uuid"],
+        env={**__import__("os").environ, **env.libvirt_env(node)},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return out.split()
+
+
+@pytest.fixture
+def two_nodes(env: Env, image: pathlib.Path) -> tuple[Env, str]:
+    uuid = guest.booted(env, image, own_libvirtd=True)
+    env.start_libvirt_agent("node-b", own_libvirtd=True)
+    return env, uuid
+
+
+def test_cross_node_resize_then_confirm(two_nodes: tuple[Env, str]) -> None:
+    env, uuid = two_nodes
+    assert env.resize("vm", "e2e.two").ok
+    inst = env.wait_phase("vm", "VERIFY_RESIZE", timeout=180)
+    assert inst["status"]["node"] == "node-b"
+    cpus, _, sectors, marker = guest.boots(env, "node-b", uuid, 1)
+    assert (cpus, sectors, marker) == (2, 2 * guest.SECTORS_PER_GIB, guest.MARKER)
+    assert uuid in domains(env, "node-a")  # the original waits, powered off, until confirm
+
+    env.annotate("vm", "resize", "confirm")
+    env.wait_phase("vm", "ACTIVE", timeout=120)
+    assert not (env.instances_path("node-a") / uuid).exists()
+    assert uuid not in domains(env, "node-a")
+    assert uuid in domains(env, "node-b")
+
+
+def test_cross_node_resize_then_revert(two_nodes: tuple[Env, str]) -> None:
+    env, uuid = two_nodes
+    assert env.resize("vm", "e2e.two").ok
+    env.wait_phase("vm", "VERIFY_RESIZE", timeout=180)
+    env.annotate("vm", "resize", "revert")
+    inst = env.wait_phase("vm", "ACTIVE", timeout=180)
+    assert (inst["status"]["node"], inst["spec"]["flavor"]) == ("node-a", "e2e.one")
+    cpus, _, sectors, marker = guest.boots(env, "node-a", uuid, 2)
+    assert (cpus, sectors, marker) == (1, guest.SECTORS_PER_GIB, guest.MARKER)
+    assert not (env.instances_path("node-b") / uuid).exists()
+    assert uuid not in domains(env, "node-b")
+
+
+def test_cold_migrate_then_confirm(two_nodes: tuple[Env, str]) -> None:
+    env, uuid = two_nodes
+    env.annotate("vm", "migrate", "")
+    inst = env.wait_phase("vm", "VERIFY_RESIZE", timeout=180)
+    assert inst["status"]["node"] == "node-b"
+    cpus, _, sectors, marker = guest.boots(env, "node-b", uuid, 1)
+    assert (cpus, sectors, marker) == (1, guest.SECTORS_PER_GIB, guest.MARKER)
+    env.annotate("vm", "resize", "confirm")
+    env.wait_phase("vm", "ACTIVE", timeout=120)
+    assert uuid not in domains(env, "node-a")

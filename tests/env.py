@@ -15,7 +15,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -80,7 +79,6 @@ class Env:
         self.kubectl("apply", "-f", str(kube.SAMPLES / "flavors.yaml"))
         self.controller: Process | None = None
         self.agents: dict[str, Process] = {}
-        self._libvirt_homes: dict[str, pathlib.Path] = {}
 
     def _process(self, name: str, args: list[str], env: dict[str, str] | None = None) -> Process:
         environ = {**os.environ, "KUBECONFIG": str(self.plane.kubeconfig), **(env or {})}
@@ -111,36 +109,20 @@ class Env:
         return self._agent(node, [*driver, *args], fault=fault, debug=debug)
 
     def start_libvirt_agent(
-        self, node: str, *args: str, fault: str = "", own_libvirtd: bool = False
+        self, node: str, *args: str, fault: str = "", shared_libvirtd: bool = False
     ) -> Process:
         """An agent with the real libvirt driver (TCG guests) and its own instancesPath.
 
-        `own_libvirtd`: a libvirt daemon of the node's own (qemu:///session under private
-        XDG directories), so two agents on this machine are two hypervisors that do not
-        share domains, as two real nodes; the agent then also serves disks to the other."""
+        `shared_libvirtd`: this machine's one libvirtd hosts several simulated nodes, so the
+        agent prefixes its domains with the node name (two nodes never share a domain) and
+        serves disks to the other agents, as on two real nodes."""
         driver = ["libvirt", "--virt-type=qemu", f"--instances-path={self.instances_path(node)}"]
-        env: dict[str, str] = {}
-        if own_libvirtd:
-            env = self.libvirt_env(node)
+        if shared_libvirtd:
             driver += [
-                "--libvirt-uri=qemu:///session",
+                f"--libvirt-domain-prefix={node}",
                 f"--transfer-port={controlplane.free_port()}",
             ]
-        return self._agent(node, [*driver, *args], fault=fault, env=env)
-
-    def libvirt_env(self, node: str) -> dict[str, str]:
-        """XDG directories of a node's own session libvirtd. Short paths: its sockets live
-        there and a unix socket path must fit in 108 bytes."""
-        if node not in self._libvirt_homes:
-            self._libvirt_homes[node] = pathlib.Path(tempfile.mkdtemp(prefix="kn-", dir="/tmp"))
-        home = self._libvirt_homes[node]
-        (home / "run").mkdir(mode=0o700, exist_ok=True)
-        return {
-            "HOME": str(home),
-            "XDG_RUNTIME_DIR": str(home / "run"),
-            "XDG_CONFIG_HOME": str(home / "config"),
-            "XDG_CACHE_HOME": str(home / "cache"),
-        }
+        return self._agent(node, [*driver, *args], fault=fault)
 
     def _agent(
         self,
@@ -180,28 +162,17 @@ class Env:
 
     def _destroy_guests(self) -> None:
         """libvirtd outlives the test: destroy the real guests this test's agents made."""
-        for node, home in self._libvirt_homes.items():
-            env = {**os.environ, **self.libvirt_env(node)}
-            virsh = ["virsh", "-c", "qemu:///session"]
-            listed = subprocess.run(
-                [*virsh, "list", "--all", "--uuid"],
-                env=env,
-                capture_output=True,
-                text=True,
-                check=False,
-            ).stdout
-            for uuid in listed.split():
-                subprocess.run([*virsh, "destroy", uuid], env=env, capture_output=True, check=False)
-                subprocess.run(
-                    [*virsh, "undefine", uuid], env=env, capture_output=True, check=False
-                )
-            shutil.rmtree(home, ignore_errors=True)
         for path in self.dir.glob("instances-*"):
             from kubenova.drivers import libvirt  # noqa: PLC0415 - only where libvirt is used
 
+            node = path.name.removeprefix("instances-")
             driver = libvirt.LibvirtDriver(uri="qemu:///system", instances_path=path)
+            shared = libvirt.LibvirtDriver(
+                uri="qemu:///system", instances_path=path, domain_prefix=node
+            )
             for uuid in asyncio.run(driver.list_guests()):
                 asyncio.run(driver.destroy(uuid))
+                asyncio.run(shared.destroy(uuid))
 
     def logs(self) -> str:
         procs = [p for p in [self.controller, *self.agents.values()] if p]

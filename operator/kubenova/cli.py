@@ -67,6 +67,10 @@ def _parser() -> argparse.ArgumentParser:
     agent.add_argument("--instances-path", help="libvirt driver: where instance disks live")
     agent.add_argument("--virt-type", choices=["kvm", "qemu"], help="libvirt: kvm or qemu (TCG)")
     agent.add_argument("--libvirt-uri", help="libvirt driver: connection URI")
+    agent.add_argument(
+        "--libvirt-domain-prefix",
+        help="libvirt: prefix domain names (several agents on one libvirtd)",
+    )
     agent.add_argument("--transfer-port", type=int, help="serve disks to other agents here")
     agent.add_argument("--transfer-host", help="address other agents reach this one at")
     agent.add_argument(

@@ -84,6 +84,7 @@ class Agent(Common):
     instances_path: str = "/var/lib/kubenova/instances"
     libvirt_uri: str = "qemu:///system"
     virt_type: str = "kvm"
+    libvirt_domain_prefix: str = ""  # several agents on one libvirtd (simulated nodes)
     transfer_port: int = 0  # 0: serve no disks (fake driver, or a node that is never a source)
     transfer_host: str = "127.0.0.1"  # the address other agents reach this one at
     workers: int = 4

@@ -1,5 +1,6 @@
 """Cross-node resize and cold migrate of a real guest between two libvirt hypervisors
-(two agents, each with its own libvirt daemon and instancesPath); the disk travels over
+(two agents sharing this machine's libvirtd under distinct domain names, each with its
+own instancesPath and transfer port); the disk travels over
 the agents' transfer endpoint and the guest reports what it sees on the other side."""
 
 from __future__ import annotations
@@ -16,20 +17,20 @@ pytestmark = pytest.mark.controlplane
 
 
 def domains(env: Env, node: str) -> list[str]:
+    """Instance uuids of the domains node `node` has defined (its name prefix)."""
     out = subprocess.run(
-        ["virsh", "-c", "qemu:///session", "list", "--all", "--uuid"],
-        env={**__import__("os").environ, **env.libvirt_env(node)},
+        ["virsh", "-c", "qemu:///system", "list", "--all", "--name"],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    return out.split()
+    return [n.removeprefix(f"{node}-") for n in out.split() if n.startswith(f"{node}-")]
 
 
 @pytest.fixture
 def two_nodes(env: Env, image: pathlib.Path) -> tuple[Env, str]:
-    uuid = guest.booted(env, image, own_libvirtd=True)
-    env.start_libvirt_agent("node-b", own_libvirtd=True)
+    uuid = guest.booted(env, image, shared_libvirtd=True)
+    env.start_libvirt_agent("node-b", shared_libvirtd=True)
     return env, uuid
 
 

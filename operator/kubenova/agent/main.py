@@ -25,6 +25,7 @@ def make_driver(cfg: settings_mod.Agent) -> base.Driver:
             uri=cfg.libvirt_uri,
             instances_path=pathlib.Path(cfg.instances_path),
             virt_type=cfg.virt_type,
+            domain_prefix=cfg.libvirt_domain_prefix,
         )
     raise ValueError(f"unknown driver {cfg.driver!r}: use fake or libvirt")
 

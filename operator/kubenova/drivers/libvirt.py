@@ -21,6 +21,7 @@ import pathlib
 import shutil
 import subprocess
 import time
+import uuid as uuids
 from typing import Any
 from xml.sax.saxutils import escape
 
@@ -54,7 +55,18 @@ def mac_of(uuid: str) -> str:
 class LibvirtDriver:
     name = "libvirt"
 
-    def __init__(self, *, uri: str, instances_path: pathlib.Path, virt_type: str = "kvm") -> None:
+    def __init__(
+        self,
+        *,
+        uri: str,
+        instances_path: pathlib.Path,
+        virt_type: str = "kvm",
+        domain_prefix: str = "",
+    ) -> None:
+        """`domain_prefix` lets several agents share one libvirtd (two simulated nodes on one
+        machine): domain name and UUID are then derived from the prefix and the instance
+        uuid. Empty (one agent per libvirtd, as on real nodes): both are the instance uuid."""
+        self.domain_prefix = domain_prefix
         self.uri = uri
         self.root = instances_path
         self.virt_type = virt_type
@@ -80,9 +92,17 @@ class LibvirtDriver:
         instance directory is renamed during a resize; the console history should not be)."""
         return self.root / "console" / f"{uuid}.log"
 
+    def domain_uuid(self, uuid: str) -> str:
+        if not self.domain_prefix:
+            return uuid
+        return str(uuids.uuid5(uuids.NAMESPACE_URL, f"kubenova:{self.domain_prefix}:{uuid}"))
+
+    def domain_name(self, uuid: str) -> str:
+        return f"{self.domain_prefix}-{uuid}" if self.domain_prefix else uuid
+
     def _domain(self, uuid: str) -> libvirt.virDomain | None:
         try:
-            return self.conn.lookupByUUIDString(uuid)
+            return self.conn.lookupByUUIDString(self.domain_uuid(uuid))
         except libvirt.libvirtError:
             return None
 
@@ -101,8 +121,8 @@ class LibvirtDriver:
                 "<cmdline>console=ttyS0 quiet panic=-1</cmdline>"
             )
         return f"""<domain type='{self.virt_type}'>
-  <name>{guest.uuid}</name>
-  <uuid>{guest.uuid}</uuid>
+  <name>{self.domain_name(guest.uuid)}</name>
+  <uuid>{self.domain_uuid(guest.uuid)}</uuid>
   <description>{escape(guest.name)}</description>
   <memory unit='MiB'>{guest.flavor.memory_mib}</memory>
   <vcpu>{guest.flavor.vcpus}</vcpu>

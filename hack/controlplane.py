@@ -64,29 +64,30 @@ class State:
     kubeconfig: str
 
 
-def _alive(pid: int, binary: str) -> bool:
-    """True if `pid` still runs `binary` (guards against a recycled pid)."""
+def _alive(pid: int, needle: str) -> bool:
+    """True if `pid` still runs a command line containing `needle` (not a recycled pid)."""
     try:
         cmdline = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
-    return binary.encode() in cmdline.split(b"\0", 1)[0]
+    return needle.encode() in cmdline
 
 
-def stop_pids(pids: dict[str, int]) -> None:
-    """SIGTERM each process group (reverse start order), then SIGKILL what is left."""
-    for name, pid in reversed(list(pids.items())):
-        if _alive(pid, name):
+def stop_pids(procs: list[tuple[int, str]]) -> None:
+    """SIGTERM each (pid, needle) process group in reverse start order, then SIGKILL what
+    is left after STOP_GRACE. `needle` must be in its command line, or it is not ours."""
+    for pid, needle in reversed(procs):
+        if _alive(pid, needle):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_GRACE
-    while time.monotonic() < deadline and any(_alive(p, n) for n, p in pids.items()):
+    while time.monotonic() < deadline and any(_alive(p, n) for p, n in procs):
         time.sleep(0.1)
-    for name, pid in pids.items():
-        if _alive(pid, name):
+    for pid, needle in procs:
+        if _alive(pid, needle):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
-    for pid in pids.values():
+    for pid, _ in procs:
         with contextlib.suppress(ChildProcessError, OSError):
             os.waitpid(pid, os.WNOHANG)
 
@@ -364,7 +365,7 @@ def down(directory: pathlib.Path) -> bool:
     if not path.exists():
         return False
     state = State(**json.loads(path.read_text()))
-    stop_pids(state.pids)
+    stop_pids([(pid, name) for name, pid in state.pids.items()])
     remove_etcd_data(directory)
     path.unlink()
     return True

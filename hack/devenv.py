@@ -9,7 +9,6 @@ with everything running in the background; `down` stops all of it.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import pathlib
@@ -118,33 +117,11 @@ def down(state_dir: pathlib.Path) -> int:
     components = state_dir / "kubenova.json"
     if components.exists():
         pids = json.loads(components.read_text())
-        for pid in pids.values():
-            _stop_kubenova(pid)
+        controlplane.stop_pids([(pid, "kubenova.cli") for pid in pids.values()])
         components.unlink()
     stopped = controlplane.down(state_dir)
     print("kubenova stopped" if stopped else "nothing to stop", file=sys.stderr)
     return 0
-
-
-def _stop_kubenova(pid: int) -> None:
-    """SIGTERM then SIGKILL a kubenova process of ours (checked by its command line)."""
-
-    def ours() -> bool:
-        try:
-            return b"kubenova.cli" in pathlib.Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            return False
-
-    for sig, wait in ((15, 10.0), (9, 2.0)):
-        if not ours():
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, sig)
-        deadline = time.monotonic() + wait
-        while ours() and time.monotonic() < deadline:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
-            time.sleep(0.1)
 
 
 def main(argv: list[str] | None = None) -> int:

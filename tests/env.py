@@ -15,7 +15,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -206,14 +205,12 @@ class Env:
         return [(e["type"], e["reason"], e["message"]) for e in items]
 
     def wait_for(self, predicate: Callable[[], Any], *, timeout: float = 60, what: str = "") -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            value = predicate()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what or predicate}\n{self.logs()}")
-            time.sleep(0.2)
+        try:
+            return kube.poll(predicate, timeout=timeout)
+        except TimeoutError:
+            raise AssertionError(
+                f"timed out waiting for {what or predicate}\n{self.logs()}"
+            ) from None
 
     def wait_phase(self, name: str, phase: str, timeout: float = 60) -> dict[str, Any]:
         def reached() -> dict[str, Any] | None:

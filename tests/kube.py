@@ -55,16 +55,21 @@ class Kubectl:
     def get_json(self, *args: str) -> Any:
         return json.loads(self("get", *args, "-o", "json"))
 
-    def wait_until(self, predicate: Any, *, timeout: float = 30.0, interval: float = 0.2) -> Any:
-        """Poll until predicate() returns a truthy value; return it."""
-        deadline = time.monotonic() + timeout
-        while True:
-            value = predicate()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"condition not met within {timeout}s")
-            time.sleep(interval)
+    def wait_until(self, predicate: Any, *, timeout: float = 30.0) -> Any:
+        return poll(predicate, timeout=timeout)
+
+
+def poll(predicate: Any, *, timeout: float, interval: float = 0.2) -> Any:
+    """Poll until predicate() returns a truthy value and return it; TimeoutError after
+    `timeout` seconds. Tests wait with this, never with bare sleeps."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"condition not met within {timeout}s")
+        time.sleep(interval)
 
 
 def crd_files() -> list[str]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import logging
 from typing import Any
 
@@ -183,7 +182,7 @@ class Node:
                             "memoryMiB": cap.memory_mib,
                             "diskGiB": cap.disk_gib,
                         },
-                        "heartbeatTime": now().isoformat(),
+                        "heartbeatTime": steps.now().isoformat(),
                         "version": VERSION,
                         "transferEndpoint": self.transfer_endpoint,
                     }
@@ -217,7 +216,3 @@ class Node:
 
     async def _reconcile(self, key: str) -> float | None:
         return await steps.reconcile(self, key)
-
-
-def now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)

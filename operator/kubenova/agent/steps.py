@@ -12,6 +12,7 @@ point leaves a phase from which the same step runs again.
 
 from __future__ import annotations
 
+import datetime
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -192,9 +193,12 @@ async def _fail(node: Node, mig: migration.Migration, message: str) -> None:
         await _advance(node, mig, phase, P.ERROR, message)
 
 
-def _now() -> str:
-    from kubenova.agent.node import now  # noqa: PLC0415 - one clock for the agent
+def now() -> datetime.datetime:
+    """The agent's one clock (the node module uses it for heartbeats)."""
+    return datetime.datetime.now(datetime.UTC)
 
+
+def _now() -> str:
     return now().isoformat()
 
 

@@ -53,6 +53,7 @@ class Runtime:
         self.weigher = scheduler.Weigher(cfg.weigher)
         self.tasks: list[asyncio.Task[None]] = []
         self.usage_changed = asyncio.Event()
+        self.waiting: set[str] = set()  # instances waiting for a host or a flavor
 
     async def prime(self) -> None:
         """Load every object before the first decision. kopf delivers the initial listing
@@ -61,9 +62,7 @@ class Runtime:
         for kind in (objects.FLAVOR, objects.HYPERVISOR, objects.MIGRATION, objects.INSTANCE):
             items, _ = await self.objs.list(kind)
             for body in items:
-                self.store.put(kind.kind, {"kind": kind.kind, **body})
-        for key in list(self.store.objects["Instance"]):
-            self.queue.add(key)
+                self.observe(kind.kind, None, {"kind": kind.kind, **body})
 
     def start(self) -> None:
         self.tasks += [
@@ -88,13 +87,18 @@ class Runtime:
             self.usage_changed.set()
         if kind == "Instance":
             self.queue.add(key)
+            # Kept as a set: heartbeats arrive from every node every few seconds, and a
+            # scan of all instances on each would grow with the fleet.
+            if event_type != "DELETED" and _waiting(body):
+                self.waiting.add(key)
+            else:
+                self.waiting.discard(key)
         elif kind == "Migration":
             self.queue.add(self.store.instance_key_of(body))
         elif kind in ("Hypervisor", "Flavor"):
             # Capacity or flavors changed: instances waiting for a host or a flavor retry now.
-            for k, inst in self.store.objects["Instance"].items():
-                if _waiting(inst):
-                    self.queue.add(k)
+            for k in self.waiting:
+                self.queue.add(k)
 
     # --- reconcile ---------------------------------------------------------------------------
 
@@ -103,15 +107,22 @@ class Runtime:
         mig_body = self.store.migration_for(body)
         flavor_body = self.store.get("Flavor", inst.spec.flavor)
         t = now()
+        # Only a deletion asks which nodes are up; building every Host for each reconcile
+        # would cost O(hypervisors) on the hot path for nothing.
+        up = (
+            frozenset(
+                h.name for h in self.store.hosts(t, self.cfg.service_down_time_seconds) if h.up
+            )
+            if inst.metadata.deletion_timestamp is not None
+            else frozenset()
+        )
         return lifecycle.Observed(
             instance=inst,
             migration=migration.Migration.model_validate(mig_body) if mig_body else None,
             flavor=flavor.FlavorSpec.model_validate(flavor_body["spec"]) if flavor_body else None,
             now=t,
             settings=self.settings,
-            hosts_up=frozenset(
-                h.name for h in self.store.hosts(t, self.cfg.service_down_time_seconds) if h.up
-            ),
+            hosts_up=up,
         )
 
     async def reconcile(self, key: str) -> float | None:

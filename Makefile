@@ -54,6 +54,7 @@ bench: controlplane
 	$(PY) -m hack.bench_controlplane --runs 5
 	$(PY) -m hack.bench_scheduler
 	$(PY) -m hack.bench_resize
+	$(PY) -m hack.bench_transfer
 
 clean: down
 	rm -rf $(VENV) .kubenova .pytest_cache .mypy_cache .ruff_cache

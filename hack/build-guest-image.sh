@@ -8,8 +8,12 @@ set -euo pipefail
 
 CACHE="${KUBENOVA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kubenova}"
 HERE="$(cd "$(dirname "$0")" && pwd)"
-INIT_SUM=$(sha256sum "$HERE/guest/init" | cut -c1-12)
+# The cache key covers the init and this script (its module list).
+INIT_SUM=$(cat "$HERE/guest/init" "$0" | sha256sum | cut -c1-12)
 OUT="$CACHE/guest/busybox-$INIT_SUM"
+# virtio for the disk; button (the ACPI power button) and evdev (its input events) so the
+# guest's acpid powers off on `virsh shutdown`: graceful power-off is real, not a timeout.
+MODULES="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk button evdev"
 if [[ -f "$OUT/vmlinuz" && -f "$OUT/initrd.img" ]]; then echo "$OUT"; exit 0; fi
 
 command -v busybox >/dev/null || { apt-get update -qq; apt-get install -y -qq busybox-static cpio >/dev/null; }
@@ -24,7 +28,8 @@ dpkg-deb -x ./*.deb kernel
 KVER=$(ls kernel/lib/modules)
 mkdir -p root/bin root/lib/modules root/proc root/sys root/dev root/etc
 cp "$(command -v busybox)" root/bin/busybox
-for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk; do
+echo "$MODULES" > root/etc/modules
+for m in $MODULES; do
   f=$(find "kernel/lib/modules/$KVER" -name "$m.ko*" | head -1)
   [[ -n "$f" ]] || continue  # built into this kernel
   case "$f" in

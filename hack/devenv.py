@@ -2,8 +2,13 @@
 
 `up` starts the local control plane in `.kubenova/` (repo root), installs the CRDs and the
 sample flavors, starts the controller (with its validating webhook) and two agents
-(node-a, node-b; fake driver) and prints the `export KUBECONFIG=...` line. It returns
-with everything running in the background; `down` stops all of it.
+(node-a, node-b) and prints the `export KUBECONFIG=...` line. It returns with everything
+running in the background; `down` stops all of it.
+
+The agents use the libvirt driver when this machine's libvirtd answers (real TCG guests;
+both simulated nodes share the one libvirtd, so each prefixes its domains with its node
+name and serves its disks to the other on a port of its own), else the fake driver, and
+say which. `KUBENOVA_DRIVER=fake make up` forces the fake driver.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import pathlib
 import subprocess
 import sys
 import time
+from typing import Any
 
 from hack import controlplane
 
@@ -25,6 +31,9 @@ NODES = {  # name -> fake capacity: two modest nodes, so cross-node moves are ea
     "node-b": "vcpus=8,memoryMiB=16384,diskGiB=200",
 }
 READY_TIMEOUT = 60.0
+LIBVIRT_URI = "qemu:///system"
+DEMO_IMAGE = "cirros"  # the image crds/samples/instance.yaml names
+DEMO_MARKER = b"kubenova-demo-disk"  # the guest prints it from its disk at every boot
 
 
 def kubectl(kubeconfig: pathlib.Path, *args: str) -> str:
@@ -36,9 +45,11 @@ def kubectl(kubeconfig: pathlib.Path, *args: str) -> str:
     ).stdout
 
 
-def _spawn(state_dir: pathlib.Path, name: str, args: list[str]) -> int:
+def _spawn(
+    state_dir: pathlib.Path, name: str, args: list[str], env: dict[str, str] | None = None
+) -> int:
     log = (state_dir / "logs" / f"{name}.log").open("ab")
-    env = {**os.environ, "KUBECONFIG": str(state_dir / "kubeconfig")}
+    env = {**os.environ, "KUBECONFIG": str(state_dir / "kubeconfig"), **(env or {})}
     proc = subprocess.Popen(
         [sys.executable, "-m", "kubenova.cli", *args],
         stdout=log,
@@ -60,6 +71,85 @@ def _wait_hypervisors(kubeconfig: pathlib.Path) -> None:
             return
         time.sleep(0.5)
     raise TimeoutError(f"hypervisors not up after {READY_TIMEOUT}s; see {kubeconfig.parent}/logs")
+
+
+def libvirt_problem(uri: str = LIBVIRT_URI) -> str | None:
+    """Why the libvirt driver cannot run here, or None when libvirtd answers."""
+    if os.environ.get("KUBENOVA_DRIVER", "libvirt") == "fake":
+        return "KUBENOVA_DRIVER=fake"
+    try:
+        import libvirt  # noqa: PLC0415 - optional: the fake driver needs none of it
+    except ImportError as exc:
+        return f"libvirt-python is not installed ({exc})"
+    try:
+        libvirt.registerErrorHandler(lambda *_: None, None)  # no stderr noise on failure
+        libvirt.open(uri).close()
+    except libvirt.libvirtError as exc:
+        return f"libvirtd does not answer at {uri} ({exc.get_error_message()})"
+    return None
+
+
+def demo_image(state_dir: pathlib.Path) -> pathlib.Path:
+    """`.kubenova/images/cirros`: the tiny test guest (a Debian kernel and a busybox
+    initramfs, hack/build-guest-image.sh), with a 1 GiB disk whose first bytes are a marker."""
+    built = subprocess.run(
+        ["bash", str(REPO / "hack" / "build-guest-image.sh")],
+        check=True,
+        stdout=subprocess.PIPE,
+        text=True,
+    ).stdout.split()[-1]
+    image = state_dir / "images" / DEMO_IMAGE
+    image.mkdir(parents=True, exist_ok=True)
+    for name in ("vmlinuz", "initrd.img"):
+        (image / name).unlink(missing_ok=True)
+        (image / name).symlink_to(pathlib.Path(built) / name)
+    disk = image / "disk.qcow2"
+    if not disk.exists():
+        raw = image / "disk.raw"
+        with raw.open("wb") as f:
+            f.write(DEMO_MARKER)
+            f.truncate(1024**3)  # sparse: costs a few KiB
+        subprocess.run(
+            ["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", str(raw), str(disk)],
+            check=True,
+        )
+        raw.unlink()
+    return image
+
+
+def agent_args(state_dir: pathlib.Path, node: str, driver: str) -> list[str]:
+    if driver == "fake":
+        return [
+            "--driver=fake",
+            f"--capacity={NODES[node]}",
+            f"--state-file={state_dir / 'hypervisors' / f'{node}.json'}",
+        ]
+    return [
+        "--driver=libvirt",
+        "--virt-type=qemu",  # KVM guests hang at boot on these machines; TCG works
+        f"--instances-path={state_dir / 'instances' / node}",
+        f"--images-path={state_dir / 'images'}",
+        f"--libvirt-domain-prefix={node}",
+        f"--transfer-port={controlplane.free_port()}",
+    ]
+
+
+def destroy_guests(prefixes: list[str], uri: str = LIBVIRT_URI) -> int:
+    """Destroy and undefine the domains `make up`'s agents made (named `<node>-<uuid>`)."""
+    import libvirt  # noqa: PLC0415 - only when the libvirt driver ran
+
+    conn: Any = libvirt.open(uri)
+    removed = 0
+    try:
+        for dom in conn.listAllDomains():
+            if any(dom.name().startswith(f"{p}-") for p in prefixes):
+                if dom.isActive():
+                    dom.destroy()
+                dom.undefine()
+                removed += 1
+    finally:
+        conn.close()
+    return removed
 
 
 def up(state_dir: pathlib.Path) -> int:
@@ -84,28 +174,35 @@ def up(state_dir: pathlib.Path) -> int:
             ],
         )
     }
+    problem = libvirt_problem()
+    driver = "fake" if problem else "libvirt"
+    if problem:
+        print(f"using the fake driver: {problem}", file=sys.stderr)
+    else:
+        demo_image(state_dir)
     (state_dir / "hypervisors").mkdir(exist_ok=True)
-    for node, capacity in NODES.items():
+    for node in NODES:
         pids[node] = _spawn(
             state_dir,
             f"agent-{node}",
             [
                 "agent",
-                "--node",
-                node,
-                "--driver",
-                "fake",
-                f"--capacity={capacity}",
-                f"--state-file={state_dir / 'hypervisors' / f'{node}.json'}",
+                f"--node={node}",
                 "--heartbeat-interval-seconds=5",
+                *agent_args(state_dir, node, driver),
             ],
+            # The demo guest powers off within a second of the ACPI button once booted; while
+            # it boots (~10 s under TCG) it cannot, and Nova's 60 s default would stall a
+            # resize issued right after ACTIVE.
+            env={"KUBENOVA_SHUTDOWN_TIMEOUT_SECONDS": "10"},
         )
-    (state_dir / "kubenova.json").write_text(json.dumps(pids))
+    (state_dir / "kubenova.json").write_text(json.dumps({"pids": pids, "driver": driver}))
     _wait_hypervisors(plane.kubeconfig)
+    what = "libvirt driver, TCG guests" if driver == "libvirt" else "fake driver"
     print(
         f"kubenova is up in {time.monotonic() - began:.1f}s "
         f"(control plane {plane.startup_seconds:.1f}s) at {plane.server}: "
-        f"controller and agents {', '.join(NODES)} (fake driver)",
+        f"controller and agents {', '.join(NODES)} ({what})",
         file=sys.stderr,
     )
     print(f"logs: {plane.log_dir}   stop: make down", file=sys.stderr)
@@ -116,8 +213,11 @@ def up(state_dir: pathlib.Path) -> int:
 def down(state_dir: pathlib.Path) -> int:
     components = state_dir / "kubenova.json"
     if components.exists():
-        pids = json.loads(components.read_text())
-        controlplane.stop_pids([(pid, "kubenova.cli") for pid in pids.values()])
+        started = json.loads(components.read_text())
+        controlplane.stop_pids([(pid, "kubenova.cli") for pid in started["pids"].values()])
+        if started["driver"] == "libvirt":
+            removed = destroy_guests(list(NODES))
+            print(f"destroyed {removed} guest(s)", file=sys.stderr)
         components.unlink()
     stopped = controlplane.down(state_dir)
     print("kubenova stopped" if stopped else "nothing to stop", file=sys.stderr)

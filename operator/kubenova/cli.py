@@ -65,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
         help="vcpus=N,memoryMiB=N,diskGiB=N (fake driver)",
     )
     agent.add_argument("--instances-path", help="libvirt driver: where instance disks live")
+    agent.add_argument("--images-path", help="libvirt driver: where images named by spec.image are")
     agent.add_argument("--virt-type", choices=["kvm", "qemu"], help="libvirt: kvm or qemu (TCG)")
     agent.add_argument("--libvirt-uri", help="libvirt driver: connection URI")
     agent.add_argument(

@@ -82,6 +82,9 @@ class Agent(Common):
     fake_state_file: str = ""
     fake_fail: str = ""  # comma-separated driver methods that fail (failure-path tests)
     instances_path: str = "/var/lib/kubenova/instances"
+    # Images named without a path (`spec.image: cirros`) are looked up here, like Nova's
+    # cache of Glance images (`_base`).
+    images_path: str = "/var/lib/kubenova/images"
     libvirt_uri: str = "qemu:///system"
     virt_type: str = "kvm"
     libvirt_domain_prefix: str = ""  # several agents on one libvirtd (simulated nodes)
@@ -134,6 +137,7 @@ def agent_from_env(env: Mapping[str, str] | None = None, **overrides: object) ->
         "memory_allocation_ratio": _float(env, "KUBENOVA_MEMORY_ALLOCATION_RATIO", 1.0),
         "disk_allocation_ratio": _float(env, "KUBENOVA_DISK_ALLOCATION_RATIO", 1.0),
         "instances_path": env.get("KUBENOVA_INSTANCES_PATH", "/var/lib/kubenova/instances"),
+        "images_path": env.get("KUBENOVA_IMAGES_PATH", "/var/lib/kubenova/images"),
         "libvirt_uri": env.get("KUBENOVA_LIBVIRT_URI", "qemu:///system"),
         "virt_type": env.get("KUBENOVA_VIRT_TYPE", "kvm"),
         "transfer_port": int(env.get("KUBENOVA_TRANSFER_PORT", 0)),

@@ -147,3 +147,29 @@ def test_shrinking_the_disk_is_refused_before_anything_changes(
         assert (driver.root / f"{uuid}_resize" / "disk").exists()  # the original is intact
     finally:
         asyncio.run(driver.destroy(uuid))
+
+
+@pytest.mark.parametrize(
+    ("name", "found"),
+    [("cirros", True), ("missing", False), ("../escape", False)],
+    ids=["name-in-images-path", "unknown-name", "relative-path-is-not-a-name"],
+)
+def test_spec_image_names_an_image_in_the_images_path(
+    tmp_path: pathlib.Path, driver: libvirt_driver.LibvirtDriver, name: str, found: bool
+) -> None:
+    images = tmp_path / "images"
+    (images / "cirros").mkdir(parents=True)
+    (tmp_path / "escape").mkdir()  # exists, but only reachable as a path: never used
+    named = libvirt_driver.LibvirtDriver(
+        uri="qemu:///system", instances_path=driver.root, images_path=images, virt_type="qemu"
+    )
+    uuid = str(uuids.uuid4())
+    try:
+        if found:
+            asyncio.run(named.spawn(base.Guest(uuid, TINY, name, power_on=False)))
+            assert (named.root / uuid / "image").read_text() == name
+        else:
+            with pytest.raises(base.DriverError, match=f"image {name} not found on this node"):
+                asyncio.run(named.spawn(base.Guest(uuid, TINY, name, power_on=False)))
+    finally:
+        asyncio.run(named.destroy(uuid))

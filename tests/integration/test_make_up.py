@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
@@ -10,10 +11,13 @@ import subprocess
 import pytest
 
 from tests import kube
+from tests.e2e import guest
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.slow]
 
 STATE = kube.REPO / ".kubenova"
+DRIVERS = {"libvirt": "libvirt driver, TCG guests", "fake": "fake driver"}
+SECTORS_PER_GIB = guest.SECTORS_PER_GIB
 
 
 def _run(argv: list[str], timeout: float = 1800) -> subprocess.CompletedProcess[str]:
@@ -63,7 +67,11 @@ def test_make_up_readme_walkthrough_then_make_down() -> None:
             "m1.xlarge",
         }
         pids = json.loads((STATE / "state.json").read_text())["pids"]
-        pids |= json.loads((STATE / "kubenova.json").read_text())
+        started = json.loads((STATE / "kubenova.json").read_text())
+        pids |= started["pids"]
+        if os.environ.get("CI"):  # make test installs and starts libvirtd
+            assert started["driver"] == "libvirt", up.stderr
+        assert f"({DRIVERS[started['driver']]})" in up.stderr
 
         walk = _run(["bash", "-euo", "pipefail", "-c", walkthrough()], timeout=600)
         assert walk.returncode == 0, f"{walk.stdout}\n{walk.stderr}"
@@ -71,6 +79,15 @@ def test_make_up_readme_walkthrough_then_make_down() -> None:
         assert "reverted" in walk.stdout
         demo = kubectl.get_json("instance", "demo")
         assert (demo["spec"]["flavor"], demo["status"]["phase"]) == ("m1.small", "ACTIVE")
+        if started["driver"] == "libvirt":
+            # The guest itself, after resize, revert and a cold migrate: m1.small's 20 GiB
+            # disk with the image's marker, on the node the instance says it runs on.
+            console = STATE / "instances" / demo["status"]["node"] / "console"
+            log = console / f"{demo['status']['uuid']}.log"
+            expected = (str(20 * SECTORS_PER_GIB), "kubenova-demo-disk")
+            with contextlib.suppress(TimeoutError):  # TCG boots take ~10 s
+                kube.poll(lambda: _last_report(log) == expected, timeout=120)
+            assert _last_report(log) == expected
     finally:
         down = _run(["make", "down"])
     assert down.returncode == 0, down.stderr
@@ -78,6 +95,24 @@ def test_make_up_readme_walkthrough_then_make_down() -> None:
     assert _processes_mentioning(STATE) == []
     for pid in pids.values():
         assert not _running(pid), f"pid {pid} still runs"
+    assert not [d for d in _domains() if d.startswith(("node-a-", "node-b-"))]
+
+
+def _last_report(console: pathlib.Path) -> tuple[str, str] | None:
+    """(disk sectors, marker) from the guest's last boot report on its serial console."""
+    text = console.read_text(errors="replace") if console.exists() else ""
+    found = guest.LINE.findall(text)
+    return (found[-1][2], found[-1][3]) if found else None
+
+
+def _domains() -> list[str]:
+    out = subprocess.run(
+        ["virsh", "-c", "qemu:///system", "list", "--all", "--name"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return out.stdout.split() if out.returncode == 0 else []
 
 
 def _running(pid: int) -> bool:

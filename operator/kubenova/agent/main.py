@@ -24,6 +24,7 @@ def make_driver(cfg: settings_mod.Agent) -> base.Driver:
         return libvirt.LibvirtDriver(
             uri=cfg.libvirt_uri,
             instances_path=pathlib.Path(cfg.instances_path),
+            images_path=pathlib.Path(cfg.images_path),
             virt_type=cfg.virt_type,
             domain_prefix=cfg.libvirt_domain_prefix,
         )

@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import json
 import pathlib
+import re
 import shutil
 import subprocess
 import time
@@ -33,6 +34,7 @@ from kubenova.scheduling.amounts import Amount
 
 GIB = 1024**3
 BLOCK_JOB_POLL = 0.2  # seconds between block-pull progress checks
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # an image name: never a path
 
 
 def _qemu_img(*args: str) -> str:
@@ -60,6 +62,7 @@ class LibvirtDriver:
         *,
         uri: str,
         instances_path: pathlib.Path,
+        images_path: pathlib.Path | None = None,
         virt_type: str = "kvm",
         domain_prefix: str = "",
     ) -> None:
@@ -69,6 +72,7 @@ class LibvirtDriver:
         self.domain_prefix = domain_prefix
         self.uri = uri
         self.root = instances_path
+        self.images = images_path
         self.virt_type = virt_type
         (self.root / "console").mkdir(parents=True, exist_ok=True)
         self._conn: libvirt.virConnect | None = None
@@ -127,6 +131,7 @@ class LibvirtDriver:
   <memory unit='MiB'>{guest.flavor.memory_mib}</memory>
   <vcpu>{guest.flavor.vcpus}</vcpu>
   <os><type arch='x86_64' machine='pc'>hvm</type>{boot}</os>
+  <features><acpi/><apic/></features>
   <on_poweroff>destroy</on_poweroff>
   <on_reboot>restart</on_reboot>
   <devices>
@@ -143,9 +148,17 @@ class LibvirtDriver:
 </domain>"""
 
     def _image(self, guest: base.Guest) -> pathlib.Path:
+        """`spec.image` is an absolute path on the node, or a name under `images_path`
+        (a directory with `vmlinuz` + `initrd.img` and/or `disk.qcow2`, or a disk file)."""
         image = pathlib.Path(guest.image)
+        if not image.is_absolute() and self.images is not None and NAME.match(guest.image):
+            image = self.images / guest.image
         if not image.is_absolute() or not image.exists():
-            raise base.DriverError(f"image {guest.image} not found on this node (an absolute path)")
+            where = f" (looked in {self.images})" if self.images is not None else ""
+            raise base.DriverError(
+                f"image {guest.image} not found on this node{where}: "
+                "give an absolute path or the name of an image in the images path"
+            )
         return image
 
     def _define(self, guest: base.Guest) -> libvirt.virDomain:

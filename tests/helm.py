@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import os
 import pathlib
+import re
 import subprocess
 from typing import Any
 
@@ -37,7 +38,17 @@ def binary() -> str:
 
 
 def sets(values: dict[str, str]) -> list[str]:
-    return [arg for key, value in values.items() for arg in ("--set", f"{key}={value}")]
+    """--set arguments, written as a user must: fractions through --set-json (--set reads
+    1.5 as a string, which the schema refuses), commas escaped except in {a,b} lists."""
+    args = []
+    for key, value in values.items():
+        if re.fullmatch(r"-?[0-9]+\.[0-9]+", value):
+            args += ["--set-json", f"{key}={value}"]
+        elif value.startswith("{"):
+            args += ["--set", f"{key}={value}"]
+        else:
+            args += ["--set", key + "=" + value.replace(",", "\\,")]
+    return args
 
 
 @dataclasses.dataclass(frozen=True)

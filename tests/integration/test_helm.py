@@ -17,8 +17,12 @@ import pytest
 import yaml
 from hack import controlplane
 
+from kubenova import settings
 from tests import env as kubenova_env
 from tests import helm, kube
+
+# One control plane per module: keep its tests on one worker.
+pytestmark = pytest.mark.xdist_group(__name__)
 
 NS = helm.NAMESPACE
 SERVICE_DNS = f"kubenova-webhook.{NS}.svc"  # what the API server calls
@@ -59,6 +63,9 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[controlplane.Con
 def installed(plane: controlplane.ControlPlane) -> kube.Kubectl:
     result = helm.Helm(plane.kubeconfig).install()
     assert result.ok, result.stderr
+    # NOTES.txt: how to check the release and do a first resize.
+    assert "rollout status deployment/kubenova-controller" in result.stdout
+    assert "compute.kubenova.io/resize=confirm" in result.stdout
     return kube.Kubectl(plane.kubeconfig)
 
 
@@ -159,7 +166,9 @@ def test_rendered_chart_is_accepted_by_the_api_server(
 ) -> None:
     kubectl = kube.Kubectl(plane.kubeconfig)
     kubectl.run("create", "namespace", NS)  # exists already when another test installed
-    rendered = helm.Helm().run("template", helm.RELEASE, str(helm.CHART), "-n", NS)
+    rendered = helm.Helm().run(
+        "template", helm.RELEASE, str(helm.CHART), "-n", NS, *helm.sets(values)
+    )
     assert rendered.ok, rendered.stderr
     result = kubectl.run("apply", "--dry-run=server", "-f", "-", stdin=rendered.stdout)
     assert result.ok, result.stderr
@@ -294,3 +303,78 @@ def _admit(port: int, context: ssl.SSLContext, flavor: str) -> dict[str, Any] | 
     status, _, rest = response.partition(b"\r\n")
     assert b" 200 " in status, response
     return json.loads(rest.partition(b"\r\n\r\n")[2])["response"]  # type: ignore[no-any-return]
+
+
+def _container_env(docs: list[dict[str, Any]], kind: str) -> dict[str, str]:
+    """The literal environment the chart gives a component's container, downward-API
+    fields filled as the kubelet would."""
+    (workload,) = [d for d in docs if d["kind"] == kind]
+    (container,) = workload["spec"]["template"]["spec"]["containers"]
+    fields = {"spec.nodeName": "node-7", "status.podIP": "10.1.2.3"}
+    fields |= {"metadata.name": "kubenova-controller-abc", "metadata.namespace": NS}
+    return {
+        e["name"]: e["value"] if "value" in e else fields[e["valueFrom"]["fieldRef"]["fieldPath"]]
+        for e in container["env"]
+    }
+
+
+def test_every_value_reaches_its_setting() -> None:
+    """Values rendered into the pods' environment are read back by kubenova's settings:
+    names and formats of the chart and settings.py agree."""
+    values = {
+        "logLevel": "DEBUG",
+        "metrics.port": "9100",
+        "controller.resizeConfirmWindowSeconds": "30",
+        "controller.allowResizeToSameHost": "false",
+        "controller.serviceDownTimeSeconds": "45.5",
+        "controller.weigher": "pack",
+        "controller.retryBaseSeconds": "2",
+        "controller.retryCapSeconds": "120",
+        "controller.workers": "3",
+        "controller.leaderElection.leaseDurationSeconds": "20",
+        "agent.driver": "libvirt",
+        "agent.virtType": "qemu",
+        "agent.libvirtUri": "qemu+tcp://host/system",
+        "agent.instancesPath": "/srv/instances",
+        "agent.transferPort": "9000",
+        "agent.shutdownTimeoutSeconds": "5",
+        "agent.heartbeatIntervalSeconds": "3",
+        "agent.cpuAllocationRatio": "16",
+        "agent.memoryAllocationRatio": "1.5",
+        "agent.diskAllocationRatio": "2",
+        "agent.workers": "6",
+    }
+    docs = helm.Helm().template(values)
+    controller = settings.controller_from_env(_container_env(docs, "Deployment"))
+    assert (controller.log_level, controller.metrics_port) == ("DEBUG", 9100)
+    assert controller.resize_confirm_window_seconds == 30
+    assert controller.allow_resize_to_same_host is False
+    assert controller.service_down_time_seconds == 45.5
+    assert controller.weigher == "pack"
+    assert (controller.retry_base_seconds, controller.retry_cap_seconds) == (2, 120)
+    assert (controller.workers, controller.lease_duration_seconds) == (3, 20)
+    assert (controller.lease_namespace, controller.identity) == (NS, "kubenova-controller-abc")
+    assert (controller.webhook_port, controller.webhook_managed) == (9443, False)
+    assert controller.webhook_cert_dir == "/etc/kubenova/webhook"
+    agent = settings.agent_from_env(_container_env(docs, "DaemonSet"))
+    assert (agent.node, agent.transfer_host, agent.transfer_port) == ("node-7", "10.1.2.3", 9000)
+    assert (agent.driver, agent.virt_type) == ("libvirt", "qemu")
+    assert (agent.libvirt_uri, agent.instances_path) == ("qemu+tcp://host/system", "/srv/instances")
+    assert (agent.shutdown_timeout_seconds, agent.heartbeat_interval_seconds) == (5, 3)
+    ratios = (agent.cpu_allocation_ratio, agent.memory_allocation_ratio)
+    assert (*ratios, agent.disk_allocation_ratio) == (16, 1.5, 2)
+    assert (agent.workers, agent.log_level) == (6, "DEBUG")
+    fake = settings.agent_from_env(
+        _container_env(
+            helm.Helm().template(
+                {
+                    "agent.driver": "fake",
+                    "agent.fake.capacity": "vcpus=4,memoryMiB=2048,diskGiB=20",
+                    "agent.fake.latencySeconds": "0.5",
+                }
+            ),
+            "DaemonSet",
+        )
+    )
+    assert (fake.driver, fake.fake_latency_seconds) == ("fake", 0.5)
+    assert (fake.capacity.vcpus, fake.capacity.memory_mib, fake.capacity.disk_gib) == (4, 2048, 20)

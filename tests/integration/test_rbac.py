@@ -19,6 +19,9 @@ from hack import controlplane
 from tests import env as kubenova_env
 from tests import helm, kube
 
+# One control plane per module: keep its tests on one worker.
+pytestmark = pytest.mark.xdist_group(__name__)
+
 NS = helm.NAMESPACE
 MERGE = "application/merge-patch+json"
 CONTROLLER = f"system:serviceaccount:{NS}:kubenova-controller"
@@ -206,3 +209,13 @@ def test_resize_and_migrate_run_with_only_the_chart_permissions(tmp_path: pathli
         logs = env.logs().lower()
         assert "forbidden" not in logs, env.logs()
         assert "403" not in logs, env.logs()
+
+
+@pytest.mark.parametrize("values", [{}, {"rbac.secretsClusterWide": "true"}])
+def test_no_wildcards(values: dict[str, str]) -> None:
+    roles = [d for d in helm.Helm().template(values) if d["kind"] in ("Role", "ClusterRole")]
+    assert roles
+    for role in roles:
+        for rule in role["rules"]:
+            for key in ("apiGroups", "resources", "verbs", "resourceNames"):
+                assert "*" not in rule.get(key, []), (role["metadata"]["name"], rule)

@@ -7,13 +7,14 @@ PY := $(VENV)/bin/python
 # pytest workers: each starts its own control plane on free ports.
 WORKERS ?= 2
 
-.PHONY: up down test lint unit integration crds deps controlplane bench clean help
+.PHONY: up down test lint unit integration crds deps controlplane tools kind-e2e bench clean help
 
 help:
 	@echo "make up       start a local control plane with kubenova's CRDs (prints export KUBECONFIG=...)"
 	@echo "make down     stop everything make up started"
 	@echo "make test     install what is missing, then lint, type-check and run every test"
-	@echo "make crds     regenerate crds/ from the API models"
+	@echo "make crds     regenerate crds/ (and the Helm chart's copy) from the API models"
+	@echo "make kind-e2e on a host with Docker: kind cluster, images, helm install, tests/kind"
 	@echo "make bench    benchmarks; figures printed and written to bench-results/"
 
 $(VENV)/.installed: pyproject.toml
@@ -29,6 +30,10 @@ deps: $(VENV)/.installed
 controlplane: deps
 	@bash hack/build-controlplane.sh >/dev/null
 
+# helm, built once from its Go module into ~/.cache/kubenova (the chart tests use it).
+tools: deps
+	@bash hack/install-helm.sh >/dev/null
+
 up: controlplane
 	@$(PY) -m hack.devenv up
 
@@ -37,6 +42,7 @@ down:
 
 crds: deps
 	$(VENV)/bin/kubenova crds --output-dir crds
+	$(VENV)/bin/kubenova crds --output-dir charts/kubenova/files/crds
 
 lint: deps
 	$(VENV)/bin/ruff check operator tests hack
@@ -44,11 +50,14 @@ lint: deps
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
-test: lint controlplane
+test: lint controlplane tools
 	$(PY) -m pytest -n $(WORKERS) --dist loadgroup
 
 unit: deps
 	$(PY) -m pytest tests/unit
+
+kind-e2e:
+	bash hack/kind-e2e.sh
 
 bench: controlplane
 	$(PY) -m hack.bench_controlplane --runs 5

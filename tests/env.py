@@ -84,8 +84,14 @@ class Env:
         argv = [sys.executable, "-m", "kubenova.cli", *args]
         return Process(name, argv, self.dir / f"{name}.log", environ)
 
-    def start_controller(self, *args: str, fault: str = "", webhook: bool = True) -> Process:
-        env = {"KUBENOVA_FAULT": fault} if fault else {}
+    def start_controller(
+        self,
+        *args: str,
+        fault: str = "",
+        webhook: bool = True,
+        environ: dict[str, str] | None = None,
+    ) -> Process:
+        env = {**(environ or {}), **({"KUBENOVA_FAULT": fault} if fault else {})}
         hook = [
             f"--webhook-port={controlplane.free_port()}",
             f"--webhook-cert-dir={self.dir / 'webhook'}",
@@ -102,10 +108,11 @@ class Env:
         *args: str,
         fault: str = "",
         debug: bool = False,
+        environ: dict[str, str] | None = None,
     ) -> Process:
         """An agent with the fake driver, whose hypervisor state lives in a file."""
         driver = ["fake", f"--capacity={capacity}", f"--state-file={self.state_file(node)}"]
-        return self._agent(node, [*driver, *args], fault=fault, debug=debug)
+        return self._agent(node, [*driver, *args], fault=fault, debug=debug, env=environ)
 
     def start_libvirt_agent(
         self, node: str, *args: str, fault: str = "", shared_libvirtd: bool = False

@@ -43,7 +43,17 @@ def _parser() -> argparse.ArgumentParser:
     ctl.add_argument("--kubeconfig")
     ctl.add_argument("--webhook-port", type=int, help="serve the validating webhook on this port")
     ctl.add_argument("--webhook-host", help="name or IP the API server uses to call the webhook")
-    ctl.add_argument("--webhook-cert-dir")
+    ctl.add_argument(
+        "--webhook-cert-dir",
+        help="managed: where the generated certificates go; else: holds tls.crt and tls.key",
+    )
+    ctl.add_argument(
+        "--webhook-managed",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="generate the webhook certificate and register the webhook configuration "
+        "(default); --no-webhook-managed when a Helm chart provides both",
+    )
     ctl.add_argument("--resize-confirm-window-seconds", type=float)
     ctl.add_argument("--service-down-time-seconds", type=float)
     ctl.add_argument("--retry-base-seconds", type=float)

@@ -57,6 +57,11 @@ class Controller(Common):
     webhook_bind: str = ""  # the address to listen on; empty: webhook_host
     webhook_port: int = 0  # 0: no webhook server
     webhook_cert_dir: str = ""
+    # True: generate a CA and serving certificate in webhook_cert_dir and register the
+    # ValidatingWebhookConfiguration ourselves (make up, tests). False (the Helm chart):
+    # serve tls.crt/tls.key from webhook_cert_dir (a mounted Secret) and leave the
+    # configuration to the chart, so the controller needs no RBAC on webhook configurations.
+    webhook_managed: bool = True
     workers: int = 8
     # Leader election on a Lease: replicas keep warm caches, the holder acts.
     leader_election: bool = True
@@ -117,10 +122,14 @@ def controller_from_env(env: Mapping[str, str] | None = None, **overrides: objec
         "webhook_port": int(env.get("KUBENOVA_WEBHOOK_PORT", 0)),
         "webhook_bind": env.get("KUBENOVA_WEBHOOK_BIND", ""),
         "webhook_cert_dir": env.get("KUBENOVA_WEBHOOK_CERT_DIR", ""),
+        "webhook_managed": _bool(env, "KUBENOVA_WEBHOOK_MANAGED", True),
+        "workers": int(env.get("KUBENOVA_WORKERS", 8)),
         "leader_election": _bool(env, "KUBENOVA_LEADER_ELECTION", True),
         "lease_namespace": env.get("POD_NAMESPACE", "default"),
         "lease_duration_seconds": _float(env, "KUBENOVA_LEASE_DURATION_SECONDS", 15.0),
     }
+    if env.get("POD_NAME"):  # in a pod: the pod name says which replica leads
+        values["identity"] = env["POD_NAME"]
     values.update({k: v for k, v in overrides.items() if v is not None})
     return Controller(**values)  # type: ignore[arg-type]
 
@@ -142,6 +151,8 @@ def agent_from_env(env: Mapping[str, str] | None = None, **overrides: object) ->
         "virt_type": env.get("KUBENOVA_VIRT_TYPE", "kvm"),
         "transfer_port": int(env.get("KUBENOVA_TRANSFER_PORT", 0)),
         "transfer_host": env.get("POD_IP", "127.0.0.1"),
+        "fake_latency_seconds": _float(env, "KUBENOVA_FAKE_LATENCY_SECONDS", 0.0),
+        "workers": int(env.get("KUBENOVA_WORKERS", 4)),
     }
     if env.get("KUBENOVA_CAPACITY"):
         values["capacity"] = parse_capacity(env["KUBENOVA_CAPACITY"])

@@ -22,31 +22,50 @@ from kubenova.lifecycle import admission
 log = logging.getLogger(__name__)
 
 WEBHOOK_CONFIG = f"validating.{names.GROUP}"
+# The handler id is the URL path the webhook server serves it at; the Helm chart's
+# ValidatingWebhookConfiguration names the same path.
+WEBHOOK_ID = "validate-instance"
 
 
 def configure(settings: kopf.OperatorSettings, cfg: settings_mod.Controller) -> None:
     settings.posting.level = logging.WARNING  # kubenova posts its own events
     settings.watching.connect_timeout = 10
     if cfg.webhook_port:
-        cert_dir = pathlib.Path(cfg.webhook_cert_dir or "/tmp/kubenova-webhook")
-        cert_dir.mkdir(parents=True, exist_ok=True)
-        ca = pki.Authority.create(cert_dir, "webhook-ca")
-        serving = ca.issue(
-            cert_dir,
-            "webhook",
-            common_name=cfg.webhook_host,
-            server_ips=_ips(cfg.webhook_host),
-            server_dns=_dns(cfg.webhook_host),
-        )
-        settings.admission.server = kopf.WebhookServer(
-            addr=cfg.webhook_bind or cfg.webhook_host,
+        settings.admission.server = _webhook_server(cfg)
+        if cfg.webhook_managed:
+            settings.admission.managed = WEBHOOK_CONFIG
+
+
+def _webhook_server(cfg: settings_mod.Controller) -> kopf.WebhookServer:
+    """Managed: a CA and serving certificate of our own, for the host the API server calls.
+    Otherwise (Helm chart): the serving certificate mounted from a Secret, whose CA the
+    chart (or cert-manager) put in the webhook configuration."""
+    cert_dir = pathlib.Path(cfg.webhook_cert_dir or "/tmp/kubenova-webhook")
+    bind = cfg.webhook_bind or cfg.webhook_host
+    if not cfg.webhook_managed:
+        return kopf.WebhookServer(
+            addr=bind,
             port=cfg.webhook_port,
-            host=cfg.webhook_host,
-            certfile=str(serving.cert),
-            pkeyfile=str(serving.key),
-            cafile=str(ca.path),
+            certfile=str(cert_dir / "tls.crt"),
+            pkeyfile=str(cert_dir / "tls.key"),
         )
-        settings.admission.managed = WEBHOOK_CONFIG
+    cert_dir.mkdir(parents=True, exist_ok=True)
+    ca = pki.Authority.create(cert_dir, "webhook-ca")
+    serving = ca.issue(
+        cert_dir,
+        "webhook",
+        common_name=cfg.webhook_host,
+        server_ips=_ips(cfg.webhook_host),
+        server_dns=_dns(cfg.webhook_host),
+    )
+    return kopf.WebhookServer(
+        addr=bind,
+        port=cfg.webhook_port,
+        host=cfg.webhook_host,
+        certfile=str(serving.cert),
+        pkeyfile=str(serving.key),
+        cafile=str(ca.path),
+    )
 
 
 def _ips(host: str) -> tuple[str, ...]:
@@ -90,6 +109,7 @@ def register_webhook() -> None:
         names.VERSION,
         "instances",
         operations=["CREATE", "UPDATE"],
+        id=WEBHOOK_ID,
         ignore_failures=True,
     )(on_validate_instance)
 

@@ -1,0 +1,21 @@
+# The kubenova controller. Build from the repository root:
+#   docker build -f images/controller.Dockerfile -t kubenova/controller:dev .
+# Pure Python: the build stage installs the package and its pinned dependencies into a
+# virtual environment; the runtime stage is the same base with that environment only.
+
+FROM python:3.11-slim-bookworm AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY operator ./operator
+RUN python -m venv /opt/kubenova \
+ && /opt/kubenova/bin/pip install --no-cache-dir --disable-pip-version-check .
+
+FROM python:3.11-slim-bookworm
+COPY --from=build /opt/kubenova /opt/kubenova
+ENV PATH=/opt/kubenova/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+# Non-root (the chart runs it with a read-only root filesystem as 65532 too).
+USER 65532:65532
+ENTRYPOINT ["kubenova"]
+CMD ["controller"]

@@ -1,0 +1,221 @@
+"""The chart's RBAC, asserted as the API server enforces it: acting as each ServiceAccount
+(impersonation), a table of allowed and denied requests; then the controller and agents
+running a resize and a cold migration with nothing but the chart's permissions."""
+
+from __future__ import annotations
+
+import base64
+import json
+import pathlib
+import ssl
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+import yaml
+from hack import controlplane
+
+from tests import env as kubenova_env
+from tests import helm, kube
+
+# One control plane per module: keep its tests on one worker.
+pytestmark = pytest.mark.xdist_group(__name__)
+
+NS = helm.NAMESPACE
+MERGE = "application/merge-patch+json"
+CONTROLLER = f"system:serviceaccount:{NS}:kubenova-controller"
+AGENT = f"system:serviceaccount:{NS}:kubenova-agent"
+# The webhook needs a reachable Service, which this API server without nodes cannot have;
+# it plays no part in RBAC.
+VALUES = {"webhook.enabled": "false", "rbac.instanceNamespaces": "{default,tenant-a}"}
+
+# (who, verb, resource, namespace, allowed?). resource: "instances", "instances/status"
+# (the status subresource) or "leases/NAME" (one object); namespace: "" for cluster-scoped
+# kinds or cluster-wide, "*" for all namespaces.
+TABLE = [
+    # The agent writes status only, and only kubenova's.
+    (AGENT, "patch", "instances/status", "default", True),
+    (AGENT, "patch", "migrations/status", "tenant-a", True),
+    (AGENT, "list", "instances", "*", True),
+    (AGENT, "watch", "migrations", "*", True),
+    (AGENT, "patch", "instances", "default", False),  # spec, labels, annotations
+    (AGENT, "update", "instances", "default", False),
+    (AGENT, "delete", "instances", "default", False),
+    (AGENT, "create", "migrations", "default", False),
+    (AGENT, "patch", "migrations", "default", False),
+    (AGENT, "create", "hypervisors", "", True),
+    (AGENT, "patch", "hypervisors/status", "", True),
+    (AGENT, "patch", "hypervisors", "", False),  # allocation ratios are the admin's
+    (AGENT, "delete", "hypervisors", "", False),
+    (AGENT, "create", "flavors", "", False),
+    (AGENT, "patch", "flavors", "", False),
+    (AGENT, "get", "secrets", "default", True),  # transfer tokens, by name
+    (AGENT, "get", "secrets", "tenant-a", True),
+    (AGENT, "list", "secrets", "default", False),
+    (AGENT, "get", "secrets", "kube-system", False),
+    (AGENT, "list", "secrets", "*", False),
+    (AGENT, "create", "secrets", "default", False),
+    (AGENT, "update", "leases", NS, False),
+    # The controller decides: Instances, Migrations, usage, transfer Secrets, its Lease.
+    (CONTROLLER, "patch", "instances", "default", True),
+    (CONTROLLER, "patch", "instances/status", "default", True),
+    (CONTROLLER, "delete", "instances", "default", False),
+    (CONTROLLER, "create", "migrations", "tenant-a", True),
+    (CONTROLLER, "patch", "migrations/status", "default", True),
+    (CONTROLLER, "delete", "migrations", "default", False),
+    (CONTROLLER, "patch", "hypervisors/status", "", True),
+    (CONTROLLER, "create", "hypervisors", "", False),
+    (CONTROLLER, "list", "flavors", "", True),
+    (CONTROLLER, "patch", "flavors", "", False),
+    (CONTROLLER, "create", "secrets", "default", True),
+    (CONTROLLER, "create", "secrets", "tenant-a", True),
+    (CONTROLLER, "get", "secrets", "default", False),
+    (CONTROLLER, "create", "secrets", "kube-system", False),
+    (CONTROLLER, "create", "events", "tenant-a", True),
+    (CONTROLLER, "create", "leases", NS, True),
+    (CONTROLLER, "update", "leases/kubenova-controller", NS, True),
+    (CONTROLLER, "update", "leases/kube-controller-manager", "kube-system", False),
+    (CONTROLLER, "update", "leases/someone-else", NS, False),
+    (CONTROLLER, "create", "validatingwebhookconfigurations", "", False),
+    (CONTROLLER, "list", "customresourcedefinitions", "", True),
+    # Neither touches the API itself or grants itself more.
+    (CONTROLLER, "delete", "customresourcedefinitions", "", False),
+    (AGENT, "delete", "customresourcedefinitions", "", False),
+    (CONTROLLER, "escalate", "clusterroles", "", False),
+    (AGENT, "create", "pods", "default", False),
+]
+
+
+def _id(row: tuple[str, str, str, str, bool]) -> str:
+    who, verb, resource, namespace, allowed = row
+    where = {"": "", "*": "@all"}.get(namespace, f"@{namespace}")
+    return f"{who.rsplit('-', 1)[1]}-{'may' if allowed else 'not'}-{verb}-{resource}{where}"
+
+
+@pytest.fixture(scope="module")
+def kubectl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[kube.Kubectl]:
+    directory = tmp_path_factory.mktemp("rbac-controlplane")
+    with controlplane.running(directory, controller_manager=False) as plane:
+        client = kube.Kubectl(plane.kubeconfig)
+        client("create", "namespace", "tenant-a")
+        result = helm.Helm(plane.kubeconfig).install(VALUES)
+        assert result.ok, result.stderr
+        yield client
+
+
+@pytest.mark.parametrize("row", TABLE, ids=[_id(r) for r in TABLE])
+def test_can_i(kubectl: kube.Kubectl, row: tuple[str, str, str, str, bool]) -> None:
+    who, verb, resource, namespace, allowed = row
+    where = {"": [], "*": ["--all-namespaces"]}.get(namespace, ["-n", namespace])
+    what = (
+        [resource.removesuffix("/status"), "--subresource=status"]
+        if resource.endswith("/status")
+        else [resource]
+    )
+    result = kubectl.run("auth", "can-i", verb, *what, *where, f"--as={who}")
+    answer = result.stdout.strip()
+    assert answer == ("yes" if allowed else "no"), f"{who} {verb} {resource}: {result}"
+
+
+def _patch_as(
+    kubectl: kube.Kubectl, service_account: str, path: str, body: dict[str, object]
+) -> tuple[int, str]:
+    """One merge patch with the ServiceAccount's token, as the agent's client sends it
+    (kubectl patch would GET first, which the agent never does and may not)."""
+    config = yaml.safe_load(kubectl.kubeconfig.read_text())
+    cluster = config["clusters"][0]["cluster"]
+    context = ssl.create_default_context(
+        cadata=base64.b64decode(cluster["certificate-authority-data"]).decode()
+    )
+    token = kubectl("create", "token", service_account, "-n", NS).strip()
+    request = urllib.request.Request(
+        cluster["server"] + path,
+        data=json.dumps(body).encode(),
+        method="PATCH",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": MERGE},
+    )
+    try:
+        with urllib.request.urlopen(request, context=context, timeout=30) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_agent_status_patch_cannot_change_spec(kubectl: kube.Kubectl) -> None:
+    """Real requests as the agent: the main resource refuses a spec change; the status
+    subresource takes the agent's report and ignores a spec smuggled into it."""
+    instance = {
+        "apiVersion": "compute.kubenova.io/v1alpha1",
+        "kind": "Instance",
+        "metadata": {"name": "demo", "namespace": "default"},
+        "spec": {"flavor": "m1.tiny", "image": "cirros"},
+    }
+    assert kubectl.apply(instance).ok
+    path = "/apis/compute.kubenova.io/v1alpha1/namespaces/default/instances/demo"
+    spec = {"spec": {"flavor": "m1.xlarge"}}
+    status, text = _patch_as(kubectl, "kubenova-agent", path, spec)
+    assert status == 403, text
+    host = {
+        "powerState": "Running",
+        "vcpus": 1,
+        "memoryMiB": 512,
+        "diskGiB": 1,
+        "observedAt": "2026-11-27T18:00:00Z",
+    }
+    report = {"status": {"host": host}, **spec}
+    status, text = _patch_as(kubectl, "kubenova-agent", path + "/status", report)
+    assert status == 200, text
+    after = kubectl.get_json("instance", "demo")
+    assert after["spec"]["flavor"] == "m1.tiny"
+    assert after["status"]["host"]["powerState"] == "Running"
+
+
+def test_resize_and_migrate_run_with_only_the_chart_permissions(tmp_path: pathlib.Path) -> None:
+    """The controller and two agents authenticate as the chart's ServiceAccounts: a resize,
+    a confirm and a cold migration (with its transfer Secret) go through, and no request
+    of theirs is refused."""
+    with kubenova_env.running(tmp_path) as env:
+        installed = helm.Helm(env.plane.kubeconfig).install(
+            {**VALUES, "crds.install": "false", "rbac.instanceNamespaces": "{default}"}
+        )
+        assert installed.ok, installed.stderr
+        as_controller = helm.service_account_kubeconfig(
+            env.kubectl, "kubenova-controller", tmp_path / "controller.kubeconfig"
+        )
+        as_agent = helm.service_account_kubeconfig(
+            env.kubectl, "kubenova-agent", tmp_path / "agent.kubeconfig"
+        )
+        env.start_controller(
+            webhook=False, environ={"KUBECONFIG": str(as_controller), "POD_NAMESPACE": NS}
+        )
+        for node in ("node-a", "node-b"):
+            env.start_agent(node, environ={"KUBECONFIG": str(as_agent)})
+        env.create("demo")
+        env.wait_phase("demo", "ACTIVE")
+        assert env.resize("demo", "m1.small").ok
+        env.wait_phase("demo", "VERIFY_RESIZE")
+        env.annotate("demo", "resize", "confirm")
+        before = env.wait_phase("demo", "ACTIVE")["status"]["node"]
+        env.annotate("demo", "migrate", "")
+        after = env.wait_phase("demo", "VERIFY_RESIZE")["status"]["node"]
+        assert after != before
+        secrets = env.kubectl.get_json("secrets", "-n", "default")["items"]
+        assert any(s["metadata"]["name"].endswith("-transfer") for s in secrets), secrets
+        env.annotate("demo", "resize", "confirm")
+        env.wait_phase("demo", "ACTIVE")
+        lease = env.kubectl.get_json("lease", "kubenova-controller", "-n", NS)
+        assert lease["spec"]["holderIdentity"]
+        logs = env.logs().lower()
+        assert "forbidden" not in logs, env.logs()
+        assert "403" not in logs, env.logs()
+
+
+@pytest.mark.parametrize("values", [{}, {"rbac.secretsClusterWide": "true"}])
+def test_no_wildcards(values: dict[str, str]) -> None:
+    roles = [d for d in helm.Helm().template(values) if d["kind"] in ("Role", "ClusterRole")]
+    assert roles
+    for role in roles:
+        for rule in role["rules"]:
+            for key in ("apiGroups", "resources", "verbs", "resourceNames"):
+                assert "*" not in rule.get(key, []), (role["metadata"]["name"], rule)

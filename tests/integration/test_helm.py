@@ -336,6 +336,7 @@ def test_every_value_reaches_its_setting() -> None:
         "agent.virtType": "qemu",
         "agent.libvirtUri": "qemu+tcp://host/system",
         "agent.instancesPath": "/srv/instances",
+        "agent.imagesPath": "/srv/images",
         "agent.transferPort": "9000",
         "agent.shutdownTimeoutSeconds": "5",
         "agent.heartbeatIntervalSeconds": "3",
@@ -359,7 +360,11 @@ def test_every_value_reaches_its_setting() -> None:
     agent = settings.agent_from_env(_container_env(docs, "DaemonSet"))
     assert (agent.node, agent.transfer_host, agent.transfer_port) == ("node-7", "10.1.2.3", 9000)
     assert (agent.driver, agent.virt_type) == ("libvirt", "qemu")
-    assert (agent.libvirt_uri, agent.instances_path) == ("qemu+tcp://host/system", "/srv/instances")
+    assert (agent.libvirt_uri, agent.instances_path, agent.images_path) == (
+        "qemu+tcp://host/system",
+        "/srv/instances",
+        "/srv/images",
+    )
     assert (agent.shutdown_timeout_seconds, agent.heartbeat_interval_seconds) == (5, 3)
     ratios = (agent.cpu_allocation_ratio, agent.memory_allocation_ratio)
     assert (*ratios, agent.disk_allocation_ratio) == (16, 1.5, 2)

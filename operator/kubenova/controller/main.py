@@ -61,7 +61,18 @@ async def run(cfg: settings_mod.Controller) -> None:
     if cfg.kubeconfig:
 
         @kopf.on.login()
-        def on_login_kubeconfig(**kwargs: object) -> kopf.ConnectionInfo | None:
-            return kopf.login_with_kubeconfig(**kwargs)  # type: ignore[arg-type]
+        def on_login_kubeconfig(**_: object) -> kopf.ConnectionInfo:
+            # kopf's own kubeconfig login reads only $KUBECONFIG; `--kubeconfig` must win,
+            # so kopf gets the connection kubenova's client already loaded.
+            c = api.configuration
+            token = c.api_key.get("authorization", "").removeprefix("Bearer ").strip()
+            return kopf.ConnectionInfo(
+                server=str(c.host),
+                ca_path=c.ssl_ca_cert,
+                certificate_path=c.cert_file,
+                private_key_path=c.key_file,
+                token=token or None,
+                insecure=not c.verify_ssl,
+            )
 
     await kopf.operator(clusterwide=True, standalone=True, memo=kopf.Memo(runtime=rt))

@@ -3,9 +3,10 @@
 Both sides run as separate processes talking over loopback TCP, as two nodes would:
 - kubenova: a source serving `agent/transfer.py`'s endpoint (allocated extents only, sha256
   checked before the file is placed) and the destination's pull;
-- rsync: an `rsync --daemon` module and `rsync --sparse` pulling from it (Nova moves disks
-  with rsync or scp over ssh; the daemon is the same protocol without ssh's cipher cost,
-  so it is the kinder baseline).
+- rsync: an `rsync --daemon` module and `rsync --sparse --fsync` pulling from it (Nova
+  moves disks with rsync or scp over ssh; the daemon is the same protocol without ssh's
+  cipher cost, so it is the kinder baseline; --fsync because a disk hand-off must be on
+  disk before the source may be deleted, and the agent fsyncs too).
 
 Files: qcow2 disks with 1 and 4 GiB written by a guest-like writer (what the agent really
 sends), and a raw 8 GiB disk holding 1 GiB (where sending only allocated data matters).
@@ -124,6 +125,7 @@ def rsync_run(source: pathlib.Path, dest: pathlib.Path, work: pathlib.Path) -> t
             [
                 "rsync",
                 "--sparse",
+                "--fsync",  # durable before it reports success, like the agent's receive
                 "--stats",
                 f"rsync://127.0.0.1:{port}/disks/{source.name}",
                 str(dest),

@@ -1,0 +1,119 @@
+"""What `kubectl nova` prints: tables and advice. Pure: bodies in, text out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+NONE = "-"  # an empty cell, as the openstack client prints one
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Columns left-aligned, three spaces apart, like `kubectl get`."""
+    widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows, strict=False)]
+    lines = [
+        "   ".join(str(cell).ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
+        for line in (headers, *rows)
+    ]
+    return "\n".join(lines)
+
+
+def _get(body: dict[str, Any], *path: str) -> str:
+    value: Any = body
+    for key in path:
+        value = value.get(key) if isinstance(value, dict) else None
+    return str(value) if value not in (None, "") else NONE
+
+
+INSTANCE_HEADERS = ("NAME", "FLAVOR", "STATUS", "TASK", "NODE", "POWER")
+
+
+def instance_row(body: dict[str, Any], *, namespace: bool = False) -> list[str]:
+    row = [
+        _get(body, "metadata", "name"),
+        _get(body, "spec", "flavor"),
+        _get(body, "status", "phase"),
+        _get(body, "status", "taskState"),
+        _get(body, "status", "node"),
+        _get(body, "status", "host", "powerState"),
+    ]
+    return [_get(body, "metadata", "namespace"), *row] if namespace else row
+
+
+MIGRATION_HEADERS = (
+    "NAME",
+    "INSTANCE",
+    "TYPE",
+    "SOURCE",
+    "DEST",
+    "OLD FLAVOR",
+    "NEW FLAVOR",
+    "STATUS",
+    "CREATED",
+    "UPDATED",
+)
+
+
+def updated_at(body: dict[str, Any]) -> str:
+    """When the migration entered its current phase (nova migration-list's Updated At)."""
+    times = body.get("status", {}).get("phaseTransitions", [])
+    return str(times[-1]["time"]) if times else _get(body, "metadata", "creationTimestamp")
+
+
+def migration_row(body: dict[str, Any], *, namespace: bool = False) -> list[str]:
+    row = [
+        _get(body, "metadata", "name"),
+        _get(body, "spec", "instanceName"),
+        _get(body, "spec", "type"),
+        _get(body, "spec", "sourceNode"),
+        _get(body, "spec", "destNode"),
+        _get(body, "spec", "oldFlavor", "name"),
+        _get(body, "spec", "newFlavor", "name"),
+        _get(body, "status", "phase"),
+        _get(body, "metadata", "creationTimestamp"),
+        updated_at(body),
+    ]
+    return [_get(body, "metadata", "namespace"), *row] if namespace else row
+
+
+def by_creation(items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(
+        items,
+        key=lambda b: (b["metadata"].get("creationTimestamp", ""), b["metadata"]["name"]),
+    )
+
+
+def not_verifying(name: str, phase: str | None, task: str | None, action: str) -> str:
+    """Why confirm/revert cannot run now, and what to do instead."""
+    where = f"instance {name} is {phase or 'not built yet'}" + (f" ({task})" if task else "")
+    if phase == "VERIFY_RESIZE":  # with a task: a confirm or revert already runs
+        return f"{where}: a {task or 'change'} is already under way; wait for it to finish"
+    if phase in ("ACTIVE", "SHUTOFF"):
+        return (
+            f"{where}: there is no resize to {action}; start one with "
+            f"`kubectl nova resize {name} --flavor FLAVOR` or `kubectl nova migrate {name}`"
+        )
+    if phase == "RESIZE":
+        return (
+            f"{where}, not VERIFY_RESIZE: the resize is still running; "
+            f"{action} once it reaches VERIFY_RESIZE "
+            f"(kubectl wait instance/{name} --for=jsonpath='{{.status.phase}}'=VERIFY_RESIZE)"
+        )
+    if phase == "REVERT_RESIZE":
+        return f"{where}: it is being reverted; there is nothing left to {action}"
+    if phase == "ERROR":
+        return f"{where}: nothing to {action}; see `kubectl describe instance {name}` for why"
+    return f"{where}, not VERIFY_RESIZE: only a resized instance can be {action}ed"
+
+
+def cannot_move(name: str, phase: str | None, task: str | None) -> str | None:
+    """Why a resize or migrate cannot start now (None: it can)."""
+    if phase in ("ACTIVE", "SHUTOFF") and not task:
+        return None
+    where = f"instance {name} is {phase or 'not built yet'}" + (f" ({task})" if task else "")
+    if phase in ("RESIZE", "VERIFY_RESIZE", "REVERT_RESIZE"):
+        return (
+            f"{where}: a resize or migration is pending; confirm or revert it first "
+            f"(kubectl nova confirm {name} | kubectl nova revert {name})"
+        )
+    return f"{where}: only an ACTIVE or SHUTOFF instance can be resized or migrated"

@@ -1,15 +1,17 @@
 """What the controller reports: resize timings, migrations in flight, hypervisor usage.
 
-Timings come from what the reconcile applied (its events name the transition) and from
-the Migration record's own phase times, so a controller restarted mid-resize still times
-confirm/revert. The one in-memory fact is when a request was first seen (a spec.flavor
-edit leaves no timestamp of its own); after a restart the Migration's creation time
-stands in for it. Gauges are read from the store at scrape time, never kept twice.
+Every transition is logged (one line per event posted). Timings come from what the
+reconcile applied (its events name the transition) and from the Migration record's own
+phase times, so a controller restarted mid-resize still times confirm/revert. The one
+in-memory fact is when a request was first seen (a spec.flavor edit leaves no timestamp
+of its own); after a restart the Migration's creation time stands in for it. Gauges are
+read from the store at scrape time, never kept twice.
 """
 
 from __future__ import annotations
 
 import datetime
+import logging
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -23,6 +25,7 @@ from kubenova.controller import store as store_mod
 from kubenova.lifecycle import plan as plan_mod
 from kubenova.observability import metrics
 
+log = logging.getLogger(__name__)
 MPhase = migration.MigrationPhase
 MIB = 1 << 20
 GIB = 1 << 30
@@ -61,7 +64,11 @@ class Telemetry:
             self.requested.pop(key, None)  # cancelled: spec.flavor set back
 
     def applied(self, key: str, mig: migration.Migration | None, plan: plan_mod.Plan) -> None:
-        """A plan's writes landed: time the transitions its events announce."""
+        """A plan's writes landed: log the transitions its events announce (the logs tell
+        the story `kubectl events` tells), and time them."""
+        for event in plan.events:
+            level = logging.WARNING if event.type is plan_mod.EventType.WARNING else logging.INFO
+            log.log(level, "%s: %s", event.reason, event.message)
         if mig is None:
             return
         kind = _TYPE[mig.spec.type]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Sequence
 from typing import Any
 
@@ -54,10 +55,20 @@ MIGRATION_HEADERS = (
 )
 
 
+def timestamp(text: str) -> str:
+    """RFC 3339 to the second, in UTC, as kubectl prints creationTimestamp."""
+    if text == NONE:
+        return text
+    moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def updated_at(body: dict[str, Any]) -> str:
     """When the migration entered its current phase (nova migration-list's Updated At)."""
     times = body.get("status", {}).get("phaseTransitions", [])
-    return str(times[-1]["time"]) if times else _get(body, "metadata", "creationTimestamp")
+    return timestamp(
+        str(times[-1]["time"]) if times else _get(body, "metadata", "creationTimestamp")
+    )
 
 
 def migration_row(body: dict[str, Any], *, namespace: bool = False) -> list[str]:
@@ -70,7 +81,7 @@ def migration_row(body: dict[str, Any], *, namespace: bool = False) -> list[str]
         _get(body, "spec", "oldFlavor", "name"),
         _get(body, "spec", "newFlavor", "name"),
         _get(body, "status", "phase"),
-        _get(body, "metadata", "creationTimestamp"),
+        timestamp(_get(body, "metadata", "creationTimestamp")),
         updated_at(body),
     ]
     return [_get(body, "metadata", "namespace"), *row] if namespace else row

@@ -35,12 +35,18 @@ def _q(text: str) -> str:
     return '"' + text.replace('"', r"\"") + '"'
 
 
-def _instance_lines() -> list[str]:
-    lines = [
-        "  subgraph cluster_instance {",
-        '    label="Instance status.phase (written by the controller only)";',
-        '    "instance:start" [shape=point, width=0.15];',
+def _cluster(prefix: str, label: str) -> list[str]:
+    """A subgraph's opening lines; node names carry the prefix (both machines have
+    phases, and Graphviz node names are global)."""
+    return [
+        f"  subgraph cluster_{prefix} {{",
+        f"    label={_q(label)};",
+        f'    "{prefix}:start" [shape=point, width=0.15];',
     ]
+
+
+def _instance_lines() -> list[str]:
+    lines = _cluster("instance", "Instance status.phase (written by the controller only)")
     for phase in instance.Phase:
         style = ', style="rounded,filled", fillcolor="#e8f5e9"' if phase in STABLE else ""
         lines.append(f"    {_q('instance:' + phase.value)} [label={_q(phase.value)}{style}];")
@@ -56,11 +62,7 @@ def _instance_lines() -> list[str]:
 
 
 def _migration_lines() -> list[str]:
-    lines = [
-        "  subgraph cluster_migration {",
-        '    label="Migration status.phase (each transition has one writer)";',
-        '    "migration:start" [shape=point, width=0.15];',
-    ]
+    lines = _cluster("migration", "Migration status.phase (each transition has one writer)")
     for phase in migration.MigrationPhase:
         shape = ", peripheries=2" if phase in migration.FINAL_PHASES else ""  # a final phase
         lines.append(f"    {_q('migration:' + phase.value)} [label={_q(phase.value)}{shape}];")

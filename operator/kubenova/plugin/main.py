@@ -111,11 +111,7 @@ def _check_movable(name: str, status: dict[str, Any]) -> None:
 def list_instances(k: Kubectl, args: argparse.Namespace) -> int:
     scope = ["--all-namespaces"] if args.all_namespaces else []
     items = view.by_creation(k.get_json(kubectl.INSTANCES, *scope)["items"])
-    headers: tuple[str, ...] = view.INSTANCE_HEADERS
-    if args.all_namespaces:
-        headers = ("NAMESPACE", *headers)
-    rows = [view.instance_row(i, namespace=args.all_namespaces) for i in items]
-    print(view.table(headers, rows) if rows else "No instances found.")
+    _print_table(items, view.INSTANCE_COLUMNS, args.all_namespaces, "No instances found.")
     return 0
 
 
@@ -123,12 +119,16 @@ def list_migrations(k: Kubectl, args: argparse.Namespace) -> int:
     items = k.migrations_of(args.name, all_namespaces=args.all_namespaces)
     if args.name and not items:
         k.instance(args.name)  # says so if the instance does not exist either
-    headers: tuple[str, ...] = view.MIGRATION_HEADERS
-    if args.all_namespaces:
-        headers = ("NAMESPACE", *headers)
-    rows = [view.migration_row(m, namespace=args.all_namespaces) for m in view.by_creation(items)]
-    print(view.table(headers, rows) if rows else "No migrations found.")
+    items = view.by_creation(items)
+    _print_table(items, view.MIGRATION_COLUMNS, args.all_namespaces, "No migrations found.")
     return 0
+
+
+def _print_table(
+    items: list[dict[str, Any]], columns: Sequence[view.Column], namespace: bool, empty: str
+) -> None:
+    headers, cells = view.rows(items, columns, namespace=namespace)
+    print(view.table(headers, cells) if cells else empty)
 
 
 def _connection_flags() -> argparse.ArgumentParser:

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import datetime
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 NONE = "-"  # an empty cell, as the openstack client prints one
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+def table(headers: Sequence[str], cells: Sequence[Sequence[str]]) -> str:
     """Columns left-aligned, three spaces apart, like `kubectl get`."""
-    widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows, strict=False)]
+    widths = [max(len(str(c)) for c in col) for col in zip(headers, *cells, strict=False)]
     lines = [
         "   ".join(str(cell).ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
-        for line in (headers, *rows)
+        for line in (headers, *cells)
     ]
     return "\n".join(lines)
 
@@ -26,33 +26,11 @@ def _get(body: dict[str, Any], *path: str) -> str:
     return str(value) if value not in (None, "") else NONE
 
 
-INSTANCE_HEADERS = ("NAME", "FLAVOR", "STATUS", "TASK", "NODE", "POWER")
+Column = tuple[str, Callable[[dict[str, Any]], str]]
 
 
-def instance_row(body: dict[str, Any], *, namespace: bool = False) -> list[str]:
-    row = [
-        _get(body, "metadata", "name"),
-        _get(body, "spec", "flavor"),
-        _get(body, "status", "phase"),
-        _get(body, "status", "taskState"),
-        _get(body, "status", "node"),
-        _get(body, "status", "host", "powerState"),
-    ]
-    return [_get(body, "metadata", "namespace"), *row] if namespace else row
-
-
-MIGRATION_HEADERS = (
-    "NAME",
-    "INSTANCE",
-    "TYPE",
-    "SOURCE",
-    "DEST",
-    "OLD FLAVOR",
-    "NEW FLAVOR",
-    "STATUS",
-    "CREATED",
-    "UPDATED",
-)
+def _field(*path: str) -> Callable[[dict[str, Any]], str]:
+    return lambda body: _get(body, *path)
 
 
 def timestamp(text: str) -> str:
@@ -71,20 +49,35 @@ def updated_at(body: dict[str, Any]) -> str:
     )
 
 
-def migration_row(body: dict[str, Any], *, namespace: bool = False) -> list[str]:
-    row = [
-        _get(body, "metadata", "name"),
-        _get(body, "spec", "instanceName"),
-        _get(body, "spec", "type"),
-        _get(body, "spec", "sourceNode"),
-        _get(body, "spec", "destNode"),
-        _get(body, "spec", "oldFlavor", "name"),
-        _get(body, "spec", "newFlavor", "name"),
-        _get(body, "status", "phase"),
-        timestamp(_get(body, "metadata", "creationTimestamp")),
-        updated_at(body),
-    ]
-    return [_get(body, "metadata", "namespace"), *row] if namespace else row
+INSTANCE_COLUMNS: tuple[Column, ...] = (
+    ("NAME", _field("metadata", "name")),
+    ("FLAVOR", _field("spec", "flavor")),
+    ("STATUS", _field("status", "phase")),
+    ("TASK", _field("status", "taskState")),
+    ("NODE", _field("status", "node")),
+    ("POWER", _field("status", "host", "powerState")),  # what the hypervisor reports
+)
+MIGRATION_COLUMNS: tuple[Column, ...] = (  # nova migration-list's, with kubenova's names
+    ("NAME", _field("metadata", "name")),
+    ("INSTANCE", _field("spec", "instanceName")),
+    ("TYPE", _field("spec", "type")),
+    ("SOURCE", _field("spec", "sourceNode")),
+    ("DEST", _field("spec", "destNode")),
+    ("OLD FLAVOR", _field("spec", "oldFlavor", "name")),
+    ("NEW FLAVOR", _field("spec", "newFlavor", "name")),
+    ("STATUS", _field("status", "phase")),
+    ("CREATED", lambda body: timestamp(_get(body, "metadata", "creationTimestamp"))),
+    ("UPDATED", updated_at),
+)
+NAMESPACE: Column = ("NAMESPACE", _field("metadata", "namespace"))
+
+
+def rows(
+    items: Sequence[dict[str, Any]], columns: Sequence[Column], *, namespace: bool = False
+) -> tuple[list[str], list[list[str]]]:
+    """Headers and cells of `items`, with a NAMESPACE column first if asked (-A)."""
+    chosen = [NAMESPACE, *columns] if namespace else list(columns)
+    return [h for h, _ in chosen], [[cell(body) for _, cell in chosen] for body in items]
 
 
 def by_creation(items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -18,8 +18,12 @@ def test_table_aligns_columns_three_spaces_apart() -> None:
 
 def test_instance_row_shows_missing_fields_as_a_dash() -> None:
     body = {"metadata": {"name": "vm", "namespace": "ns"}, "spec": {"flavor": "m1.tiny"}}
-    assert view.instance_row(body) == ["vm", "m1.tiny", "-", "-", "-", "-"]
-    assert view.instance_row(body, namespace=True)[0] == "ns"
+    assert view.rows([body], view.INSTANCE_COLUMNS) == (
+        ["NAME", "FLAVOR", "STATUS", "TASK", "NODE", "POWER"],
+        [["vm", "m1.tiny", "-", "-", "-", "-"]],
+    )
+    headers, [cells] = view.rows([body], view.INSTANCE_COLUMNS, namespace=True)
+    assert (headers[0], cells[0]) == ("NAMESPACE", "ns")
 
 
 def test_migration_row_times_to_the_second_in_utc() -> None:
@@ -42,7 +46,7 @@ def test_migration_row_times_to_the_second_in_utc() -> None:
             "phaseTransitions": [{"phase": "finished", "time": "2026-11-27T11:00:01.5+01:00"}],
         },
     }
-    assert view.migration_row(body) == [
+    assert view.rows([body], view.MIGRATION_COLUMNS)[1][0] == [
         "vm-x1",
         "vm",
         "resize",

@@ -154,3 +154,17 @@ def test_errors_say_what_is_wrong(
     assert result.returncode == 1
     assert result.stderr.startswith("error: ")
     assert message in result.stderr, result.stderr
+
+
+def test_connection_flags_are_passed_to_kubectl(
+    kubeconfig: pathlib.Path, vm: str, tmp_path: pathlib.Path
+) -> None:
+    elsewhere = tmp_path / "no-such-kubeconfig"
+    flags = (f"--kubeconfig={kubeconfig}", "--context", "kubenova", "-n", "default")
+    env_less = nova(elsewhere, *flags, "list")  # $KUBECONFIG points nowhere; the flags win
+    assert env_less.returncode == 0, env_less.stderr
+    assert [r["NAME"] for r in table(env_less.stdout)] == [vm]
+    wrong = nova(kubeconfig, "--context", "nope", "list")
+    assert wrong.returncode == 1
+    assert wrong.stderr.startswith("error: ")
+    assert "context was not found for specified context: nope" in wrong.stderr

@@ -52,8 +52,9 @@ async def run(cfg: settings_mod.Controller) -> None:
         primed.set()
         rt.start()
         for task in rt.tasks:
-            if task is not asyncio.current_task():
-                probes.HEALTH.watch(task.get_name(), task)
+            if task is not asyncio.current_task():  # named by what runs: "WorkQueue.run"
+                name = getattr(task.get_coro(), "__qualname__", task.get_name())
+                probes.HEALTH.watch(name, task)
         if elector is not None:
             await elector.hold()
             log.critical("leader election lost: exiting so that one controller acts at a time")

@@ -12,7 +12,8 @@ from kubenova.api import names
 
 INSTANCES = f"instances.{names.GROUP}"
 MIGRATIONS = f"migrations.{names.GROUP}"
-_SERVER_ERROR = re.compile(r"^(error: )?Error from server( \([A-Za-z]+\))?: ", re.MULTILINE)
+# kubectl's own prefixes: ours ("error: ") replaces them.
+_PREFIX = re.compile(r"^(?:error: )?(?:Error from server(?: \([A-Za-z]+\))?: )?", re.MULTILINE)
 
 
 class Error(Exception):
@@ -65,7 +66,6 @@ class Kubectl:
 
 
 def server_message(stderr: str) -> str:
-    """kubectl's stderr without its 'Error from server (Reason):' prefix: the API server's
-    (or the webhook's, or a CEL rule's) own words are the message."""
-    text = stderr.strip()
-    return _SERVER_ERROR.sub("", text) or "kubectl failed"
+    """kubectl's stderr without its 'error: Error from server (Reason):' prefix: the API
+    server's (or the webhook's, or a CEL rule's) own words are the message."""
+    return _PREFIX.sub("", stderr.strip()) or "kubectl failed"

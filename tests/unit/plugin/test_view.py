@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kubenova.plugin import view
+from kubenova.plugin import kubectl, view
 
 
 def test_table_aligns_columns_three_spaces_apart() -> None:
@@ -93,3 +93,22 @@ def test_confirm_outside_verify_resize_names_the_phase_and_what_to_do(
 )
 def test_only_a_settled_instance_can_move(phase: str, task: str | None, movable: bool) -> None:
     assert (view.cannot_move("vm", phase, task) is None) is movable
+
+
+@pytest.mark.parametrize(
+    ("stderr", "message"),
+    [
+        (
+            'Error from server (NotFound): instances.compute.kubenova.io "x" not found\n',
+            'instances.compute.kubenova.io "x" not found',
+        ),
+        (
+            "error: Error from server (Forbidden): admission webhook denied: flavor m9 gone",
+            "admission webhook denied: flavor m9 gone",
+        ),
+        ("error: context was not found for specified context: nope", "context was not found"),
+        ("", "kubectl failed"),
+    ],
+)
+def test_kubectl_prefixes_give_way_to_the_server_message(stderr: str, message: str) -> None:
+    assert kubectl.server_message(stderr).startswith(message)

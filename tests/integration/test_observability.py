@@ -35,9 +35,18 @@ def scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
 
 
 def value(
-    samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
+    samples: dict[tuple[str, frozenset[tuple[str, str]]], float],
+    name: str,
+    labels: dict[str, str] | None = None,
+    **more: str,
 ) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
+    return samples.get((name, frozenset({**(labels or {}), **more}.items())), 0.0)
+
+
+VERIFIED: tuple[str, dict[str, str]] = (
+    "kubenova_resize_duration_seconds_count",
+    {"type": "resize", "outcome": "verify_resize"},
+)
 
 
 def json_lines(env: Env, process: str) -> list[dict[str, object]]:
@@ -57,12 +66,11 @@ def test_metrics_probes_and_json_logs_around_a_resize(env: Env) -> None:
     env.wait_phase("vm", "ACTIVE")
     assert env.resize("vm", "m1.small").ok
     env.wait_phase("vm", "VERIFY_RESIZE")
+    # Recorded as the controller's status write lands: poll, as Prometheus would scrape.
+    env.wait_for(lambda: value(scrape(ctl_port), *VERIFIED), what="resize timed")
     ctl = scrape(ctl_port)
     assert value(ctl, "kubenova_migrations_in_flight", type="resize") == 1
-    assert (
-        value(ctl, "kubenova_resize_duration_seconds_count", type="resize", outcome="verify_resize")
-        == 1
-    )
+    assert value(ctl, *VERIFIED) == 1
     env.annotate("vm", "resize", "confirm")
     env.wait_phase("vm", "ACTIVE")
     assert env.resize("vm", "m1.medium").ok
@@ -80,10 +88,7 @@ def test_metrics_probes_and_json_logs_around_a_resize(env: Env) -> None:
 
     ctl = scrape(ctl_port)
     assert value(ctl, "kubenova_migrations_in_flight", type="resize") == 0
-    assert (
-        value(ctl, "kubenova_resize_duration_seconds_count", type="resize", outcome="verify_resize")
-        == 2
-    )
+    assert value(ctl, *VERIFIED) == 2
     for outcome in ("confirmed", "reverted"):
         count = value(
             ctl, "kubenova_resize_finish_duration_seconds_count", type="resize", outcome=outcome
@@ -108,9 +113,19 @@ def test_metrics_probes_and_json_logs_around_a_resize(env: Env) -> None:
         count = value(agent, "kubenova_agent_step_duration_seconds_count", step=step, driver="fake")
         assert count > 0, step
 
-    # Every line is JSON; reconciles name their instance, the agent its node.
-    controller_lines = json_lines(env, "controller")
-    assert any(line.get("instance") == "default/vm" for line in controller_lines)
+    # Every line is JSON; each event is logged under its instance; the agent names its node.
+    def reasons() -> list[str]:
+        return [
+            str(line["reason"])
+            for line in json_lines(env, "controller")
+            if line.get("logger") == "kubenova.events" and line.get("instance") == "default/vm"
+        ]
+
+    env.wait_for(lambda: "NoValidHost" in reasons(), what="NoValidHost logged")
+    assert reasons()[:2] == ["Scheduled", "Spawned"]
+    assert {"ResizeScheduled", "VerifyResize", "ResizeConfirmed", "ResizeReverted"} <= set(
+        reasons()
+    )
     agent_lines = json_lines(env, "agent-node-a")
     assert agent_lines
     assert all(line.get("node") == "node-a" for line in agent_lines)

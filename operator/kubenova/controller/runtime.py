@@ -192,9 +192,9 @@ class Runtime:
         except objects.NotFoundError:
             return
         self.usage_changed.set()
+        self.telemetry.applied(f"{ns}/{name}", obs.migration, plan)
         for event in plan.events:
             await self.events.post(body, event.type.value, event.reason, event.message)
-        self.telemetry.applied(f"{ns}/{name}", obs.migration, plan)
         if plan.remove_finalizer:
             await self._remove_finalizer(body)
 

@@ -25,7 +25,8 @@ from kubenova.controller import store as store_mod
 from kubenova.lifecycle import plan as plan_mod
 from kubenova.observability import metrics
 
-log = logging.getLogger(__name__)
+# Events get a logger of their own: `logger == "kubenova.events"` selects the story.
+log = logging.getLogger("kubenova.events")
 MPhase = migration.MigrationPhase
 MIB = 1 << 20
 GIB = 1 << 30
@@ -68,7 +69,7 @@ class Telemetry:
         the story `kubectl events` tells), and time them."""
         for event in plan.events:
             level = logging.WARNING if event.type is plan_mod.EventType.WARNING else logging.INFO
-            log.log(level, "%s: %s", event.reason, event.message)
+            log.log(level, "%s: %s", event.reason, event.message, extra={"reason": event.reason})
         if mig is None:
             return
         kind = _TYPE[mig.spec.type]

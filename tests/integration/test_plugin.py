@@ -135,6 +135,7 @@ def test_migrate_to_the_other_node(kubeconfig: pathlib.Path, vm: str) -> None:
     [
         (("confirm", "nope"), 'instance "nope" not found'),
         (("resize", "nope", "--flavor", "m1.small"), 'instance "nope" not found'),
+        (("migrations", "nope"), 'instance "nope" not found'),
         (("-n", "elsewhere", "list"), "No instances found."),
         (("confirm", "demo"), "instance demo is ACTIVE: there is no resize to confirm"),
         (("revert", "demo"), "instance demo is ACTIVE: there is no resize to revert"),

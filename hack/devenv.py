@@ -73,12 +73,14 @@ def up(state_dir: pathlib.Path) -> int:
     kubectl(plane.kubeconfig, "apply", *crds)
     kubectl(plane.kubeconfig, "wait", "--for=condition=Established", "--timeout=60s", *crds)
     kubectl(plane.kubeconfig, "apply", "-f", str(samples / "flavors.yaml"))
+    metrics = {name: controlplane.free_port() for name in ("controller", *NODES)}
     pids = {
         "controller": _spawn(
             state_dir,
             "controller",
             [
                 "controller",
+                f"--metrics-port={metrics['controller']}",
                 f"--webhook-port={controlplane.free_port()}",
                 f"--webhook-cert-dir={state_dir / 'webhook'}",
             ],
@@ -98,6 +100,7 @@ def up(state_dir: pathlib.Path) -> int:
                 f"--capacity={capacity}",
                 f"--state-file={state_dir / 'hypervisors' / f'{node}.json'}",
                 "--heartbeat-interval-seconds=5",
+                f"--metrics-port={metrics[node]}",
             ],
         )
     (state_dir / "kubenova.json").write_text(json.dumps(pids))
@@ -109,6 +112,11 @@ def up(state_dir: pathlib.Path) -> int:
         file=sys.stderr,
     )
     print(f"logs: {plane.log_dir}   stop: make down", file=sys.stderr)
+    print(
+        "metrics: "
+        + ", ".join(f"{name} http://127.0.0.1:{port}/metrics" for name, port in metrics.items()),
+        file=sys.stderr,
+    )
     print(f"export KUBECONFIG={plane.kubeconfig}")
     return 0
 

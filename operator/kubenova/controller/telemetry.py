@@ -54,6 +54,7 @@ def _entered(mig: migration.Migration, phase: MPhase) -> datetime.datetime | Non
 class Telemetry:
     def __init__(self) -> None:
         self.requested: dict[str, float] = {}  # instance key -> when the request was seen
+        metrics.start_controller_series()
 
     def saw_instance(self, key: str, body: dict[str, Any] | None) -> None:
         """Every Instance event: note when a resize or migrate was first asked for."""

@@ -80,6 +80,37 @@ SCHEDULING_FAILURES = prom.Counter(
 )
 
 
+STEPS = (
+    "spawn",
+    "power_off",
+    "power_on",
+    "migrate_disk_and_power_off",
+    "finish_migration",
+    "confirm_migration",
+    "finish_revert_migration",
+    "destroy",
+    "transfer_disk",
+)
+
+
+def start_agent_series(driver: str) -> None:
+    """Create every step's series at zero, so rates and absent-series alerts work from
+    the first scrape (Prometheus advice: initialise known label values)."""
+    for step in STEPS:
+        AGENT_STEP_SECONDS.labels(step=step, driver=driver)
+        AGENT_STEP_FAILURES.labels(step=step, driver=driver)
+
+
+def start_controller_series() -> None:
+    """The controller's labelled series at zero (see start_agent_series)."""
+    for kind in ("resize", "migrate"):
+        for outcome in ("verify_resize", "error"):
+            RESIZE_SECONDS.labels(type=kind, outcome=outcome)
+        for outcome in ("confirmed", "reverted", "error"):
+            RESIZE_FINISH_SECONDS.labels(type=kind, outcome=outcome)
+    SCHEDULING_FAILURES.labels(reason="NoValidHost")
+
+
 def scheduled(started: float, decision: scheduler.Decision) -> scheduler.Decision:
     """Record a decision that began at `started` (time.perf_counter()); returns it."""
     SCHEDULING_SECONDS.observe(time.perf_counter() - started)

@@ -134,19 +134,21 @@ def agent_args(state_dir: pathlib.Path, node: str, driver: str) -> list[str]:
     ]
 
 
-def destroy_guests(prefixes: list[str], uri: str = LIBVIRT_URI) -> int:
-    """Destroy and undefine the domains `make up`'s agents made (named `<node>-<uuid>`)."""
+def destroy_guests(instances: pathlib.Path, uri: str = LIBVIRT_URI) -> int:
+    """Destroy and undefine the domains whose disks live under `instances`: this
+    environment's, never another `make up`'s or a test's on the same libvirtd."""
     import libvirt  # noqa: PLC0415 - only when the libvirt driver ran
 
     conn: Any = libvirt.open(uri)
     removed = 0
     try:
         for dom in conn.listAllDomains():
-            if any(dom.name().startswith(f"{p}-") for p in prefixes):
-                if dom.isActive():
-                    dom.destroy()
-                dom.undefine()
-                removed += 1
+            if f"'{instances}/" not in dom.XMLDesc().replace('"', "'"):
+                continue
+            if dom.isActive():
+                dom.destroy()
+            dom.undefine()
+            removed += 1
     finally:
         conn.close()
     return removed
@@ -163,12 +165,14 @@ def up(state_dir: pathlib.Path) -> int:
     kubectl(plane.kubeconfig, "apply", *crds)
     kubectl(plane.kubeconfig, "wait", "--for=condition=Established", "--timeout=60s", *crds)
     kubectl(plane.kubeconfig, "apply", "-f", str(samples / "flavors.yaml"))
+    metrics = {name: controlplane.free_port() for name in ("controller", *NODES)}
     pids = {
         "controller": _spawn(
             state_dir,
             "controller",
             [
                 "controller",
+                f"--metrics-port={metrics['controller']}",
                 f"--webhook-port={controlplane.free_port()}",
                 f"--webhook-cert-dir={state_dir / 'webhook'}",
             ],
@@ -189,6 +193,7 @@ def up(state_dir: pathlib.Path) -> int:
                 "agent",
                 f"--node={node}",
                 "--heartbeat-interval-seconds=5",
+                f"--metrics-port={metrics[node]}",
                 *agent_args(state_dir, node, driver),
             ],
             # The demo guest powers off within a second of the ACPI button once booted; while
@@ -206,6 +211,11 @@ def up(state_dir: pathlib.Path) -> int:
         file=sys.stderr,
     )
     print(f"logs: {plane.log_dir}   stop: make down", file=sys.stderr)
+    print(
+        "metrics: "
+        + ", ".join(f"{name} http://127.0.0.1:{port}/metrics" for name, port in metrics.items()),
+        file=sys.stderr,
+    )
     print(f"export KUBECONFIG={plane.kubeconfig}")
     return 0
 
@@ -216,7 +226,7 @@ def down(state_dir: pathlib.Path) -> int:
         started = json.loads(components.read_text())
         controlplane.stop_pids([(pid, "kubenova.cli") for pid in started["pids"].values()])
         if started["driver"] == "libvirt":
-            removed = destroy_guests(list(NODES))
+            removed = destroy_guests(state_dir / "instances")
             print(f"destroyed {removed} guest(s)", file=sys.stderr)
         components.unlink()
     stopped = controlplane.down(state_dir)
@@ -229,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("action", choices=["up", "down"])
     parser.add_argument("--dir", type=pathlib.Path, default=STATE_DIR)
     args = parser.parse_args(argv)
-    return up(args.dir) if args.action == "up" else down(args.dir)
+    state_dir = args.dir.resolve()  # agents and libvirtd need absolute paths
+    return up(state_dir) if args.action == "up" else down(state_dir)
 
 
 if __name__ == "__main__":

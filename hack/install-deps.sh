@@ -6,6 +6,8 @@ set -euo pipefail
 missing=()
 command -v go >/dev/null || missing+=(golang-go)
 command -v rsync >/dev/null || missing+=(rsync)  # make bench: the transfer baseline
+# graphviz: `dot` renders docs/state-machines.svg (python -m hack.state_diagram).
+command -v dot >/dev/null || missing+=(graphviz)
 command -v kubectl >/dev/null || { echo "install-deps: kubectl is required on PATH" >&2; exit 1; }
 if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import pathlib
 import sys
 from collections.abc import Sequence
@@ -19,6 +18,7 @@ import yaml
 from kubenova import faults
 from kubenova import settings as settings_mod
 from kubenova.api import crd
+from kubenova.observability import logs
 
 
 def write_crds(output_dir: pathlib.Path) -> list[pathlib.Path]:
@@ -40,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     crds.add_argument("--output-dir", type=pathlib.Path, default=pathlib.Path("crds"))
 
     ctl = sub.add_parser("controller", help="run the controller")
+    _observability_flags(ctl)
     ctl.add_argument("--kubeconfig")
     ctl.add_argument("--webhook-port", type=int, help="serve the validating webhook on this port")
     ctl.add_argument("--webhook-host", help="name or IP the API server uses to call the webhook")
@@ -66,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     ctl.add_argument("--identity", help="leader election identity (default: host-pid)")
 
     agent = sub.add_parser("agent", help="run a node agent")
+    _observability_flags(agent)
     agent.add_argument("--kubeconfig")
     agent.add_argument("--node", help="node name (default: $NODE_NAME)")
     agent.add_argument("--driver", choices=["fake", "libvirt"])
@@ -104,11 +106,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _logging(level: str) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    # kopf logs every handler success at INFO: one line per watch event, noise here.
-    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+def _observability_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve /metrics, /healthz and /readyz on this port ($KUBENOVA_METRICS_PORT)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        help="text (default) or json lines ($KUBENOVA_LOG_FORMAT)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -122,14 +130,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from kubenova.controller import main as controller_main  # noqa: PLC0415 - imports kopf
 
         cfg = settings_mod.controller_from_env(**options)
-        _logging(cfg.log_level)
+        logs.setup(level=cfg.log_level, log_format=cfg.log_format)
         faults.arm(cfg.fault)
         asyncio.run(controller_main.run(cfg))
         return 0
     from kubenova.agent import main as agent_main  # noqa: PLC0415
 
     acfg = settings_mod.agent_from_env(**options)
-    _logging(acfg.log_level)
+    logs.setup(level=acfg.log_level, log_format=acfg.log_format, node=acfg.node)
     faults.arm(acfg.fault)
     asyncio.run(agent_main.run(acfg))
     return 0

@@ -39,7 +39,10 @@ def parse_capacity(text: str) -> Amount:
 class Common:
     kubeconfig: str | None = None  # None: in-cluster service account
     log_level: str = "INFO"
-    metrics_port: int = 0  # 0: no metrics endpoint
+    log_format: str = "text"  # text (people) or json (log collectors)
+    # /metrics, /healthz and /readyz on one port (0: none), on every interface: Prometheus
+    # and the kubelet reach the pod at its IP.
+    metrics_port: int = 0
     # "<component>:<point>" names a step boundary where the process SIGKILLs itself
     # (crash-recovery tests); empty in production.
     fault: str = ""
@@ -103,6 +106,7 @@ def common_from_env(env: Mapping[str, str] | None = None) -> dict[str, object]:
     return {
         "kubeconfig": env.get("KUBECONFIG") or None,
         "log_level": env.get("KUBENOVA_LOG_LEVEL", "INFO"),
+        "log_format": env.get("KUBENOVA_LOG_FORMAT", "text"),
         "metrics_port": int(env.get("KUBENOVA_METRICS_PORT", 0)),
         "fault": env.get("KUBENOVA_FAULT", ""),
     }

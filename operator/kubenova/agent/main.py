@@ -8,6 +8,8 @@ from kubenova import settings as settings_mod
 from kubenova.agent import node
 from kubenova.drivers import base, fake
 from kubenova.kube import client
+from kubenova.observability import driver as timed_driver
+from kubenova.observability import probes
 
 
 def make_driver(cfg: settings_mod.Agent) -> base.Driver:
@@ -33,7 +35,15 @@ def make_driver(cfg: settings_mod.Agent) -> base.Driver:
 
 async def run(cfg: settings_mod.Agent) -> None:
     api = await client.connect(cfg.kubeconfig)
+    agent = node.Node(api, cfg, timed_driver.Timed(make_driver(cfg)))
+    probes.HEALTH.ready_when(
+        "informers synced",
+        lambda: all(inf.synced.is_set() for inf in (*agent.instances, *agent.migrations)),
+    )
+    server = await probes.serve(cfg.metrics_port) if cfg.metrics_port else None
     try:
-        await node.Node(api, cfg, make_driver(cfg)).run()
+        await agent.run()
     finally:
+        if server is not None:
+            await server.cleanup()
         await api.close()

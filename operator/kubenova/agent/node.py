@@ -21,6 +21,7 @@ from kubenova.agent import steps, transfer
 from kubenova.api import migration, names
 from kubenova.drivers import base
 from kubenova.kube import informer, objects, workqueue
+from kubenova.observability import probes
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +194,9 @@ class Node:
 
     async def _heartbeats(self) -> None:
         while True:
+            # Beats even when the API server is away: an outage is no reason to restart.
+            interval = self.cfg.heartbeat_interval_seconds
+            probes.HEALTH.beat("heartbeat", within=max(60.0, 6 * interval))
             await asyncio.sleep(self.cfg.heartbeat_interval_seconds)
             try:
                 await self.heartbeat()

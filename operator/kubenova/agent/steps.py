@@ -22,6 +22,7 @@ from kubenova.api import instance, migration, names
 from kubenova.drivers import base
 from kubenova.kube import objects
 from kubenova.lifecycle import conditions
+from kubenova.observability import logs, metrics
 from kubenova.scheduling.amounts import Amount
 
 if TYPE_CHECKING:
@@ -39,6 +40,7 @@ async def reconcile(node: Node, key: str) -> float | None:
     body = node.instance(key)
     if body is None:
         return None
+    logs.bind_instance(body)
     inst = instance.Instance.model_validate(body)
     uuid = inst.status.uuid or inst.metadata.uid
     if inst.metadata.deletion_timestamp is not None:
@@ -149,7 +151,11 @@ async def _receive_disk(node: Node, mig: migration.Migration, uuid: str) -> None
     if token is None:
         raise base.DriverError(f"transfer secret of {name} is missing")
     try:
-        sent = await transfer.pull(f"{endpoint}/v1/migrations/{ns}/{name}/disk", token, dest)
+        sent = await metrics.timed_step(
+            "transfer_disk",
+            node.driver.name,
+            transfer.pull(f"{endpoint}/v1/migrations/{ns}/{name}/disk", token, dest),
+        )
     except transfer.TransferError as exc:
         raise base.DriverError(f"disk transfer from {source} failed: {exc}") from exc
     log.info("migration %s: received %d bytes of disk data from %s", name, sent, source)

@@ -1,6 +1,8 @@
 """Run the controller: kopf's watches and webhook, kubenova's runtime, leader election.
 
 Every replica watches (warm store, validating webhook); only the Lease holder reconciles.
+Every replica primes its store before contesting the lease, so a standby is ready (it
+answers the webhook from a full view) and a rolling update does not wait on the lease.
 """
 
 from __future__ import annotations
@@ -10,10 +12,12 @@ import logging
 import os
 
 import kopf
+import prometheus_client
 
 from kubenova import settings as settings_mod
-from kubenova.controller import app, runtime
+from kubenova.controller import app, runtime, telemetry
 from kubenova.kube import client, lease
+from kubenova.observability import probes
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +39,22 @@ async def run(cfg: settings_mod.Controller) -> None:
     )
     if cfg.webhook_port:
         app.register_webhook()
+    primed = asyncio.Event()
+    probes.HEALTH.ready_when("store primed", primed.is_set)
+    prometheus_client.REGISTRY.register(telemetry.StoreCollector(rt.store))
 
     async def lead() -> None:
         if elector is not None:
+            await rt.prime()
+            primed.set()
             await elector.acquire()
         await rt.prime()
+        primed.set()
         rt.start()
+        for task in rt.tasks:
+            if task is not asyncio.current_task():  # named by what runs: "WorkQueue.run"
+                name = getattr(task.get_coro(), "__qualname__", task.get_name())
+                probes.HEALTH.watch(name, task)
         if elector is not None:
             await elector.hold()
             log.critical("leader election lost: exiting so that one controller acts at a time")
@@ -75,4 +89,9 @@ async def run(cfg: settings_mod.Controller) -> None:
                 insecure=not c.verify_ssl,
             )
 
-    await kopf.operator(clusterwide=True, standalone=True, memo=kopf.Memo(runtime=rt))
+    server = await probes.serve(cfg.metrics_port) if cfg.metrics_port else None
+    try:
+        await kopf.operator(clusterwide=True, standalone=True, memo=kopf.Memo(runtime=rt))
+    finally:
+        if server is not None:
+            await server.cleanup()

@@ -12,6 +12,7 @@ import contextlib
 import datetime
 import logging
 import secrets
+import time
 from typing import Any
 
 from kubernetes_asyncio import client
@@ -20,9 +21,11 @@ from kubenova import faults
 from kubenova import settings as settings_mod
 from kubenova.api import flavor, instance, migration, names
 from kubenova.controller import store as store_mod
+from kubenova.controller import telemetry
 from kubenova.kube import events, objects, workqueue
 from kubenova.lifecycle import instance as lifecycle
 from kubenova.lifecycle import plan as plan_mod
+from kubenova.observability import logs, metrics, probes
 from kubenova.scheduling import scheduler
 
 log = logging.getLogger(__name__)
@@ -54,6 +57,7 @@ class Runtime:
         self.tasks: list[asyncio.Task[None]] = []
         self.usage_changed = asyncio.Event()
         self.waiting: set[str] = set()  # instances waiting for a host or a flavor
+        self.telemetry = telemetry.Telemetry()
 
     async def prime(self) -> None:
         """Load every object before the first decision. kopf delivers the initial listing
@@ -87,6 +91,7 @@ class Runtime:
             self.usage_changed.set()
         if kind == "Instance":
             self.queue.add(key)
+            self.telemetry.saw_instance(key, None if event_type == "DELETED" else body)
             # Kept as a set: heartbeats arrive from every node every few seconds, and a
             # scan of all instances on each would grow with the fleet.
             if event_type != "DELETED" and _waiting(body):
@@ -129,6 +134,7 @@ class Runtime:
         body = self.store.get("Instance", key)
         if body is None:
             return None
+        logs.bind_instance(body)
         obs = self.observed(body)
         plan = lifecycle.decide(obs)
         if plan.need_placement is None:
@@ -142,7 +148,11 @@ class Runtime:
                 await self.apply(body, obs, plan)
                 return plan.requeue_after
             hosts = self.store.hosts(obs.now, self.cfg.service_down_time_seconds)
-            decision = scheduler.select(hosts, self.store.used, plan.need_placement, self.weigher)
+            started = time.perf_counter()
+            decision = metrics.scheduled(
+                started,
+                scheduler.select(hosts, self.store.used, plan.need_placement, self.weigher),
+            )
             plan = lifecycle.decide(obs, decision)
             await self.apply(body, obs, plan)
         return plan.requeue_after
@@ -182,6 +192,7 @@ class Runtime:
         except objects.NotFoundError:
             return
         self.usage_changed.set()
+        self.telemetry.applied(f"{ns}/{name}", obs.migration, plan)
         for event in plan.events:
             await self.events.post(body, event.type.value, event.reason, event.message)
         if plan.remove_finalizer:
@@ -289,6 +300,7 @@ class Runtime:
 
     async def _hypervisor_loop(self) -> None:
         while True:
+            probes.HEALTH.beat("hypervisor-sync", within=60)  # a sync may take long at scale
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.usage_changed.wait(), HYPERVISOR_SYNC_SECONDS)
             await asyncio.sleep(USAGE_DEBOUNCE_SECONDS)

@@ -1,0 +1,75 @@
+"""A Driver that times each lifecycle step of the driver it wraps.
+
+The agent wraps its driver once (agent/main.py), so every step is measured without the
+step code knowing: `kubenova_agent_step_duration_seconds{step, driver}`. Reads
+(get_info, capacity, list_guests) pass through untimed: they run on every reconcile and
+would drown the steps in samples.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+from kubenova.drivers import base
+from kubenova.observability import metrics
+from kubenova.scheduling.amounts import Amount
+
+
+class Timed:
+    def __init__(self, inner: base.Driver) -> None:
+        self.inner = inner
+        self.name = inner.name
+        metrics.start_agent_series(inner.name)
+
+    async def capacity(self) -> Amount:
+        return await self.inner.capacity()
+
+    async def spawn(self, guest: base.Guest) -> None:
+        await metrics.timed_step("spawn", self.name, self.inner.spawn(guest))
+
+    async def power_off(self, uuid: str, timeout: float) -> None:
+        await metrics.timed_step("power_off", self.name, self.inner.power_off(uuid, timeout))
+
+    async def power_on(self, uuid: str) -> None:
+        await metrics.timed_step("power_on", self.name, self.inner.power_on(uuid))
+
+    async def migrate_disk_and_power_off(
+        self, uuid: str, *, same_host: bool, timeout: float
+    ) -> None:
+        await metrics.timed_step(
+            "migrate_disk_and_power_off",
+            self.name,
+            self.inner.migrate_disk_and_power_off(uuid, same_host=same_host, timeout=timeout),
+        )
+
+    async def finish_migration(self, guest: base.Guest, *, same_host: bool) -> None:
+        await metrics.timed_step(
+            "finish_migration", self.name, self.inner.finish_migration(guest, same_host=same_host)
+        )
+
+    async def confirm_migration(self, uuid: str, *, same_host: bool) -> None:
+        await metrics.timed_step(
+            "confirm_migration", self.name, self.inner.confirm_migration(uuid, same_host=same_host)
+        )
+
+    async def finish_revert_migration(self, guest: base.Guest, *, same_host: bool) -> None:
+        await metrics.timed_step(
+            "finish_revert_migration",
+            self.name,
+            self.inner.finish_revert_migration(guest, same_host=same_host),
+        )
+
+    async def destroy(self, uuid: str) -> None:
+        await metrics.timed_step("destroy", self.name, self.inner.destroy(uuid))
+
+    async def get_info(self, uuid: str) -> base.GuestInfo | None:
+        return await self.inner.get_info(uuid)
+
+    async def list_guests(self) -> list[str]:
+        return await self.inner.list_guests()
+
+    def disk_path(self, uuid: str) -> pathlib.Path | None:
+        return self.inner.disk_path(uuid)
+
+    def incoming_disk(self, uuid: str) -> pathlib.Path | None:
+        return self.inner.incoming_disk(uuid)

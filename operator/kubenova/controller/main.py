@@ -79,7 +79,8 @@ async def run(cfg: settings_mod.Controller) -> None:
             # kopf's own kubeconfig login reads only $KUBECONFIG; `--kubeconfig` must win,
             # so kopf gets the connection kubenova's client already loaded.
             c = api.configuration
-            token = c.api_key.get("authorization", "").removeprefix("Bearer ").strip()
+            # kubernetes_asyncio keeps the header value: "Bearer <token>".
+            token = c.api_key.get("BearerToken", "").removeprefix("Bearer ").strip()
             return kopf.ConnectionInfo(
                 server=str(c.host),
                 ca_path=c.ssl_ca_cert,

@@ -40,7 +40,7 @@ class Runtime:
         self.api = api
         self.cfg = cfg
         self.objs = objects.Objects(api)
-        self.store = store_mod.Store()
+        self.store = store_mod.Store(scheduler.Weigher(cfg.weigher))
         self.events = events.Recorder(api, "kubenova-controller", "controller")
         self.queue = workqueue.WorkQueue(self.reconcile, workers=cfg.workers, name="controller")
         self.scheduling = asyncio.Lock()
@@ -50,7 +50,6 @@ class Runtime:
             retry_base_seconds=cfg.retry_base_seconds,
             retry_cap_seconds=cfg.retry_cap_seconds,
         )
-        self.weigher = scheduler.Weigher(cfg.weigher)
         self.tasks: list[asyncio.Task[None]] = []
         self.usage_changed = asyncio.Event()
         self.waiting: set[str] = set()  # instances waiting for a host or a flavor
@@ -141,8 +140,9 @@ class Runtime:
             if plan.need_placement is None:
                 await self.apply(body, obs, plan)
                 return plan.requeue_after
-            hosts = self.store.hosts(obs.now, self.cfg.service_down_time_seconds)
-            decision = scheduler.select(hosts, self.store.used, plan.need_placement, self.weigher)
+            decision = self.store.select(
+                plan.need_placement, obs.now, self.cfg.service_down_time_seconds
+            )
             plan = lifecycle.decide(obs, decision)
             await self.apply(body, obs, plan)
         return plan.requeue_after

@@ -90,6 +90,12 @@ def _parser() -> argparse.ArgumentParser:
         help="fake driver: comma-separated steps that fail, e.g. finish_migration",
     )
     agent.add_argument("--heartbeat-interval-seconds", type=float)
+    agent.add_argument(
+        "--node-count",
+        type=int,
+        help="fake driver, scale tests: simulate N nodes named <node>0000.. in one process",
+    )
+    agent.add_argument("--stats-file", help="write watch events received per node here (JSON)")
     return parser
 
 

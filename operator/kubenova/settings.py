@@ -88,6 +88,10 @@ class Agent(Common):
     transfer_port: int = 0  # 0: serve no disks (fake driver, or a node that is never a source)
     transfer_host: str = "127.0.0.1"  # the address other agents reach this one at
     workers: int = 4
+    # Scale benchmarks: one process simulates `node_count` nodes named `<node>NNNN`, each
+    # with its own fake hypervisor and its own label-selected watches. 0: one node, `node`.
+    node_count: int = 0
+    stats_file: str = ""  # where the agent writes watch events received per node (JSON)
 
 
 def common_from_env(env: Mapping[str, str] | None = None) -> dict[str, object]:

@@ -60,6 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--instances", type=int)
     parser.add_argument("--resizes", type=int)
     parser.add_argument("--profile", action="store_true", help="run the controller under py-spy")
+    parser.add_argument(
+        "--controller-source",
+        type=pathlib.Path,
+        help="run the controller from this source root (an older `operator/`): before/after",
+    )
     parser.add_argument("--out", type=pathlib.Path)
     args = parser.parse_args(argv)
     n, m, k, concurrent = SCENARIOS[args.scenario]
@@ -68,11 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or RESULTS / f"fleet-{args.scenario}.json"
     with tempfile.TemporaryDirectory(prefix="kubenova-fleet-") as tmp:
         result = asyncio.run(
-            Bench(pathlib.Path(tmp), profile=args.profile).run(
+            Bench(pathlib.Path(tmp), profile=args.profile, source=args.controller_source).run(
                 hypervisors=n, instances=m, resizes=min(k, m), concurrent=concurrent
             )
         )
     result["scenario"] = args.scenario
+    result["controller_source"] = str(args.controller_source or "this tree")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(json.dumps({k: v for k, v in result.items() if k != "requests"}, indent=2))
@@ -81,9 +87,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 class Bench:
-    def __init__(self, directory: pathlib.Path, *, profile: bool) -> None:
+    def __init__(
+        self, directory: pathlib.Path, *, profile: bool, source: pathlib.Path | None
+    ) -> None:
         self.dir = directory
         self.profile = profile
+        self.source = source
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.plane = controlplane.ControlPlane(directory / "controlplane")
 
@@ -122,8 +131,10 @@ class Bench:
         self._kubectl("wait", "--for=condition=Established", "--timeout=60s", *crds)
         self._kubectl("apply", "-f", str(REPO / "crds" / "samples" / "flavors.yaml"))
 
-    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
-        env = {**os.environ, "KUBECONFIG": str(self.plane.kubeconfig)}
+    def _spawn(
+        self, name: str, argv: list[str], env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        env = {**os.environ, "KUBECONFIG": str(self.plane.kubeconfig), **(env or {})}
         with (self.dir / f"{name}.log").open("ab") as log:
             proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
         self.procs[name] = proc
@@ -148,9 +159,13 @@ class Bench:
             f"--webhook-cert-dir={self.dir / 'webhook'}",
         ]
         if self.profile:
-            svg = RESULTS / "fleet-profile.txt"
-            argv = ["py-spy", "record", "--format", "raw", "-o", str(svg), "--", *argv]
-        self._spawn("controller", argv)
+            svg = RESULTS / "fleet-profile.txt"  # collapsed stacks: hack/profile_top.py
+            RESULTS.mkdir(exist_ok=True)
+            spy = str(pathlib.Path(sys.executable).parent / "py-spy")
+            argv = [spy, "record", "--format", "raw", "-o", str(svg), "--", *argv]
+        # PYTHONPATH comes before the editable install: that tree's kubenova runs.
+        source = {"PYTHONPATH": str(self.source.resolve())} if self.source else {}
+        self._spawn("controller", argv, source)
 
     def controller_pid(self) -> int:
         pid = self.procs["controller"].pid
@@ -189,7 +204,8 @@ class Bench:
             "create_seconds": round(created, 1),
         }
         pid = self.controller_pid()
-        before = (self._requests(), _cpu_seconds(pid))
+        agent = self.procs["agent"].pid
+        before = (self._requests(), _cpu_seconds(pid), _cpu_seconds(agent))
         targets = names[:resizes]
         if resizes:
             result["resize_to_verify_ms"] = await _timed(
@@ -198,9 +214,10 @@ class Bench:
             result["confirm_to_active_ms"] = await _timed(
                 watcher, targets, concurrent, _confirm_target(objs), "ACTIVE"
             )
-        after = (self._requests(), _cpu_seconds(pid))
+        after = (self._requests(), _cpu_seconds(pid), _cpu_seconds(agent))
         watch_task.cancel()
         result["controller_cpu_seconds"] = round(after[1] - before[1], 2)
+        result["agent_cpu_seconds"] = round(after[2] - before[2], 2)
         result["controller_peak_rss_mib"] = _peak_rss_mib(pid)
         result["agent_peak_rss_mib"] = _peak_rss_mib(self.procs["agent"].pid)
         result.update(_per_resize(before[0], after[0], resizes))
@@ -209,19 +226,29 @@ class Bench:
         return result
 
     def _requests(self) -> dict[str, float]:
-        """apiserver_request_total summed by resource/subresource and verb."""
+        """Request counts by verb and resource[/subresource] ("PATCH instances/status"),
+        plus the summed seconds the API server spent on them ("seconds PATCH ...") and
+        in the validating webhook ("webhook seconds"/"webhook calls")."""
         totals: dict[str, float] = {}
-        pattern = re.compile(r"^apiserver_request_total\{(.*)\} (\S+)$")
+        pattern = re.compile(r"^(apiserver_\w+?)(_sum|_count)?\{(.*)\} (\S+)$")
         for line in self._kubectl("get", "--raw", "/metrics").splitlines():
             match = pattern.match(line)
             if not match:
                 continue
-            labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group(1)))
+            metric, suffix, raw, value = match.groups()
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', raw))
             resource = labels.get("resource", "")
             if labels.get("subresource"):
                 resource += "/" + labels["subresource"]
-            key = f"{labels.get('verb')} {resource}"
-            totals[key] = totals.get(key, 0.0) + float(match.group(2))
+            if metric == "apiserver_request_total" and not suffix:
+                key = f"{labels.get('verb')} {resource}"
+            elif metric == "apiserver_request_duration_seconds" and suffix == "_sum":
+                key = f"seconds {labels.get('verb')} {resource}"
+            elif metric == "apiserver_admission_webhook_admission_duration_seconds" and suffix:
+                key = "webhook seconds" if suffix == "_sum" else "webhook calls"
+            else:
+                continue
+            totals[key] = totals.get(key, 0.0) + float(value)
         return totals
 
     def _agent_events(self) -> dict[str, float]:
@@ -303,8 +330,13 @@ async def _timed(
 def _per_resize(before: dict[str, float], after: dict[str, float], resizes: int) -> dict[str, Any]:
     delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
     delta = {k: v for k, v in delta.items() if v}
-    ours = {k: v for k, v in delta.items() if k.split(" ")[1].split("/")[0] in KUBENOVA_RESOURCES}
+    counts = {k: v for k, v in delta.items() if " " in k and k.split(" ")[0] != "seconds"}
+    counts = {k: v for k, v in counts.items() if not k.startswith("webhook")}
+    ours = {k: v for k, v in counts.items() if _resource(k) in KUBENOVA_RESOURCES}
     writes = {k: v for k, v in ours.items() if k.split(" ")[0] in WRITE_VERBS}
+    latency = {
+        k: round(1000 * delta.get(f"seconds {k}", 0) / n, 1) for k, n in sorted(writes.items())
+    }
     per = max(resizes, 1)
     return {
         "requests": {"all": delta, "kubenova_writes": writes},
@@ -313,7 +345,15 @@ def _per_resize(before: dict[str, float], after: dict[str, float], resizes: int)
         if resizes
         else 0,
         "writes_per_resize_by_kind": {k: round(v / per, 2) for k, v in sorted(writes.items())},
+        "write_latency_mean_ms": latency,
+        "webhook_mean_ms": round(
+            1000 * delta.get("webhook seconds", 0) / max(delta.get("webhook calls", 0), 1), 1
+        ),
     }
+
+
+def _resource(key: str) -> str:
+    return key.split(" ")[1].split("/", maxsplit=1)[0]
 
 
 def _cpu_seconds(pid: int) -> float:

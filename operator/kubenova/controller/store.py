@@ -42,6 +42,7 @@ class Store:
         self.used: dict[str, Amount] = {}
         self.counts: dict[str, int] = {}
         self.index = index.HostIndex(weigher)
+        self.changed: set[str] = set()  # nodes whose usage changed since take_changed()
 
     # --- updates ---------------------------------------------------------------------------
 
@@ -166,6 +167,11 @@ class Store:
                 touched.add(claim.node)
         for node in touched:
             self.index.set_used(node, self.used[node])
+        self.changed |= touched
+
+    def take_changed(self) -> set[str]:
+        changed, self.changed = self.changed, set()
+        return changed
 
 
 def _owned_by(mig: dict[str, Any], uid: str | None) -> bool:

@@ -53,6 +53,8 @@ unit: deps
 bench: controlplane
 	$(PY) -m hack.bench_controlplane --runs 5
 	$(PY) -m hack.bench_scheduler
+	$(PY) -m hack.bench_fleet --scenario single
+	$(PY) -m hack.bench_fleet --scenario concurrent --hypervisors 50 --instances 250
 	$(PY) -m hack.bench_resize
 
 clean: down

@@ -193,7 +193,9 @@ class Bench:
         await fleet_watch.gather_limited(
             (_create(objs, name) for name in names), CREATE_CONCURRENCY
         )
-        await watcher.wait_all(names, "ACTIVE", after=0.0, timeout=60 + instances / 5)
+        missing = await watcher.wait_all(names, "ACTIVE", after=0.0, timeout=60 + instances / 2)
+        if missing:
+            raise TimeoutError(f"{len(missing)} instances not ACTIVE, e.g. {missing[:3]}")
         created = time.monotonic() - began
         result: dict[str, Any] = {
             "hypervisors": hypervisors,
@@ -313,11 +315,13 @@ async def _timed(
 
     if concurrent:
         await fleet_watch.gather_limited((one(n) for n in names), CREATE_CONCURRENCY)
-        await watcher.wait_all(names, phase, after=began, timeout=120 + len(names) / 10)
+        await watcher.wait_all(names, phase, after=began, timeout=120 + len(names) / 2)
     else:
         for name in names:
             await one(name)
     spans = sorted((watcher.reached(n, phase, sent[n]) - sent[n]) * 1000 for n in names)
+    if spans[-1] == float("inf"):
+        raise TimeoutError(f"{spans.count(float('inf'))} instances never reached {phase}")
     return {
         "p50": round(statistics.median(spans), 1),
         "p95": round(spans[min(len(spans) - 1, int(0.95 * len(spans)))], 1),

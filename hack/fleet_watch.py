@@ -66,14 +66,14 @@ class InstanceWatcher:
 
     async def wait_all(
         self, names_: list[str], phase: str, *, after: float, timeout: float
-    ) -> None:
+    ) -> list[str]:
+        """Wait until every instance reached `phase`; returns those that did not in time."""
         deadline = time.monotonic() + timeout
         pending = list(names_)
-        while pending:
+        while pending and time.monotonic() < deadline:
             pending = [n for n in pending if self.reached(n, phase, after) == float("inf")]
-            if pending and time.monotonic() > deadline:
-                raise TimeoutError(f"{len(pending)} instances not {phase}, e.g. {pending[:3]}")
             await asyncio.sleep(POLL_SECONDS)
+        return pending
 
 
 async def until(check: Callable[[], Awaitable[bool]], *, timeout: float) -> None:

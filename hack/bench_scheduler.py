@@ -61,17 +61,19 @@ def main(argv: list[str] | None = None) -> int:
             idx.put(host)
         for name, amount in used.items():
             idx.set_used(name, amount)
-        timings: dict[str, list[float]] = {"linear": [], "index": []}
+        timings: dict[str, list[float]] = {k: [] for k in ("linear", "index", "index-cpu")}
         for i in range(args.decisions):
             request = scheduler.Request(FLAVORS[i % len(FLAVORS)])
             began = time.perf_counter()
             expected = scheduler.select(hosts, used, request)
             timings["linear"].append((time.perf_counter() - began) * 1000)
-            began = time.perf_counter()
+            began, cpu = time.perf_counter(), time.process_time()
             got = idx.select(request)
             if got.node is not None:  # the claim moves the host in the order: part of the cost
                 idx.set_used(got.node, used[got.node] + request.flavor)
             timings["index"].append((time.perf_counter() - began) * 1000)
+            # CPU time too: on a shared machine the wall clock's p99 is mostly preemption.
+            timings["index-cpu"].append((time.process_time() - cpu) * 1000)
             if got.node != expected.node:
                 raise SystemExit(f"index chose {got.node}, linear {expected.node} ({request})")
             if got.node is not None:
@@ -80,10 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"benchmark": "scheduler-select", "results": results}, indent=2))
     print(f"one placement decision, {args.decisions} decisions per size ({args.out}):")
-    print(f"{'hypervisors':>12} {'':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}")
+    print(f"{'hypervisors':>12} {'':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}")
     for n, by_kind in results.items():
         for kind, r in by_kind.items():
-            print(f"{n:>12} {kind:>7} {r['p50_ms']:>8.3f} {r['p95_ms']:>8.3f} {r['p99_ms']:>8.3f}")
+            print(f"{n:>12} {kind:>9} {r['p50_ms']:>8.3f} {r['p95_ms']:>8.3f} {r['p99_ms']:>8.3f}")
     return 0
 
 

@@ -29,26 +29,29 @@ class InstanceWatcher:
 
     async def run(self) -> None:
         while True:
-            items, version = await self.objs.list(objects.INSTANCE, namespace="default")
-            for body in items:
-                self._saw(body)
-            self.synced.set()
-            stream = watch.Watch()
             try:
-                async with stream.stream(
-                    self.objs.custom.list_namespaced_custom_object,
-                    names.GROUP,
-                    names.VERSION,
-                    "default",
-                    objects.INSTANCE.plural,
-                    resource_version=version,
-                    timeout_seconds=600,
-                ) as events:
-                    async for event in events:
-                        if event["type"] in ("ADDED", "MODIFIED"):
-                            self._saw(event["raw_object"])
-            except Exception:  # an expired version or a dropped watch: list again
+                await self._list_and_watch()
+            except Exception:  # an overloaded server (504), an expired version: start over
                 await asyncio.sleep(0.5)
+
+    async def _list_and_watch(self) -> None:
+        items, version = await self.objs.list(objects.INSTANCE, namespace="default")
+        for body in items:
+            self._saw(body)
+        self.synced.set()
+        stream = watch.Watch()
+        async with stream.stream(
+            self.objs.custom.list_namespaced_custom_object,
+            names.GROUP,
+            names.VERSION,
+            "default",
+            objects.INSTANCE.plural,
+            resource_version=version,
+            timeout_seconds=600,
+        ) as events:
+            async for event in events:
+                if event["type"] in ("ADDED", "MODIFIED"):
+                    self._saw(event["raw_object"])
 
     def _saw(self, body: dict[str, Any]) -> None:
         phase = body.get("status", {}).get("phase")

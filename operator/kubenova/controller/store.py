@@ -52,7 +52,7 @@ class Store:
         key = objects.key(body)
         if not objects.newer(bucket.get(key), body):
             return False
-        bucket[key] = body
+        bucket[key] = _without_managed_fields(body)
         if kind == "Migration":
             self.migrations_of.setdefault(self.instance_key_of(body), set()).add(key)
             self._replace_placement(self.instance_key_of(body))
@@ -172,6 +172,15 @@ class Store:
     def take_changed(self) -> set[str]:
         changed, self.changed = self.changed, set()
         return changed
+
+
+def _without_managed_fields(body: dict[str, Any]) -> dict[str, Any]:
+    """managedFields grow with every writer and are never read here: they were more than
+    half of what the controller holds per Instance (8.4 of 14.3 KB once built)."""
+    meta = body.get("metadata", {})
+    if "managedFields" not in meta:
+        return body
+    return {**body, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
 
 
 def _owned_by(mig: dict[str, Any], uid: str | None) -> bool:

@@ -26,6 +26,7 @@ import json
 import os
 import pathlib
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -110,8 +111,11 @@ class Bench:
             finally:
                 await api.close()
         finally:
-            for proc in self.procs.values():
-                proc.terminate()
+            for name, proc in self.procs.items():
+                # py-spy writes its profile when interrupted, not when terminated.
+                proc.send_signal(
+                    signal.SIGINT if self.profile and name == "controller" else signal.SIGTERM
+                )
             for proc in self.procs.values():
                 try:
                     proc.wait(timeout=20)

@@ -54,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
         help="leader election: how long a silent leader keeps the lease",
     )
     ctl.add_argument("--identity", help="leader election identity (default: host-pid)")
-    ctl.add_argument("--workers", type=int, help="reconciles in flight (default 32)")
+    ctl.add_argument("--workers", type=int, help="reconciles in flight (default 8)")
 
     agent = sub.add_parser("agent", help="run a node agent")
     agent.add_argument("--kubeconfig")

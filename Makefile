@@ -62,6 +62,8 @@ kind-e2e:
 bench: controlplane
 	$(PY) -m hack.bench_controlplane --runs 5
 	$(PY) -m hack.bench_scheduler
+	$(PY) -m hack.bench_fleet --scenario single
+	$(PY) -m hack.bench_fleet --scenario concurrent --hypervisors 50 --instances 250
 	$(PY) -m hack.bench_resize
 	$(PY) -m hack.bench_transfer
 

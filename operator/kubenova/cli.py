@@ -65,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
         help="leader election: how long a silent leader keeps the lease",
     )
     ctl.add_argument("--identity", help="leader election identity (default: host-pid)")
+    ctl.add_argument("--workers", type=int, help="reconciles in flight (default 8)")
 
     agent = sub.add_parser("agent", help="run a node agent")
     _observability_flags(agent)
@@ -103,6 +104,12 @@ def _parser() -> argparse.ArgumentParser:
         help="fake driver: comma-separated steps that fail, e.g. finish_migration",
     )
     agent.add_argument("--heartbeat-interval-seconds", type=float)
+    agent.add_argument(
+        "--node-count",
+        type=int,
+        help="fake driver, scale tests: simulate N nodes named <node>0000.. in one process",
+    )
+    agent.add_argument("--stats-file", help="write watch events received per node here (JSON)")
     return parser
 
 

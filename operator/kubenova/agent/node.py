@@ -80,6 +80,16 @@ class Node:
                     seen[k] = body
         return [migration.Migration.model_validate(b) for b in seen.values()]
 
+    @property
+    def events_received(self) -> int:
+        """Watch events the API server sent this node (bookmarks excluded)."""
+        return sum(
+            n
+            for inf in (*self.instances, *self.migrations)
+            for type_, n in inf.received.items()
+            if type_ != "BOOKMARK"
+        )
+
     def remember(self, body: dict[str, Any]) -> None:
         """Put our own write's answer in the caches that select it."""
         labels = body["metadata"].get("labels", {})

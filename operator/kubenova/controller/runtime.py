@@ -13,6 +13,7 @@ import datetime
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 from kubernetes_asyncio import client
@@ -43,7 +44,7 @@ class Runtime:
         self.api = api
         self.cfg = cfg
         self.objs = objects.Objects(api)
-        self.store = store_mod.Store()
+        self.store = store_mod.Store(scheduler.Weigher(cfg.weigher))
         self.events = events.Recorder(api, "kubenova-controller", "controller")
         self.queue = workqueue.WorkQueue(self.reconcile, workers=cfg.workers, name="controller")
         self.scheduling = asyncio.Lock()
@@ -53,7 +54,6 @@ class Runtime:
             retry_base_seconds=cfg.retry_base_seconds,
             retry_cap_seconds=cfg.retry_cap_seconds,
         )
-        self.weigher = scheduler.Weigher(cfg.weigher)
         self.tasks: list[asyncio.Task[None]] = []
         self.usage_changed = asyncio.Event()
         self.waiting: set[str] = set()  # instances waiting for a host or a flavor
@@ -140,26 +140,45 @@ class Runtime:
         if plan.need_placement is None:
             await self.apply(body, obs, plan)
             return plan.requeue_after
-        async with self.scheduling:
+        await self.scheduling.acquire()
+        held = True
+
+        def claimed() -> None:
+            """The claim is persisted and in the store: the next decision may run. The
+            rest of the plan's writes (phase, labels, events) need not hold the lock."""
+            nonlocal held
+            if held:
+                held = False
+                self.scheduling.release()
+
+        try:
             body = self.store.get("Instance", key) or body  # may have moved while we waited
             obs = self.observed(body)
             plan = lifecycle.decide(obs)
-            if plan.need_placement is None:
-                await self.apply(body, obs, plan)
-                return plan.requeue_after
-            hosts = self.store.hosts(obs.now, self.cfg.service_down_time_seconds)
-            started = time.perf_counter()
-            decision = metrics.scheduled(
-                started,
-                scheduler.select(hosts, self.store.used, plan.need_placement, self.weigher),
-            )
-            plan = lifecycle.decide(obs, decision)
-            await self.apply(body, obs, plan)
+            if plan.need_placement is not None:
+                started = time.perf_counter()
+                decision = metrics.scheduled(
+                    started,
+                    self.store.select(
+                        plan.need_placement, obs.now, self.cfg.service_down_time_seconds
+                    ),
+                )
+                plan = lifecycle.decide(obs, decision)
+            await self.apply(body, obs, plan, claimed=claimed)
+        finally:
+            claimed()
         return plan.requeue_after
 
     async def apply(
-        self, body: dict[str, Any], obs: lifecycle.Observed, plan: plan_mod.Plan
+        self,
+        body: dict[str, Any],
+        obs: lifecycle.Observed,
+        plan: plan_mod.Plan,
+        *,
+        claimed: Callable[[], None] = lambda: None,
     ) -> None:
+        """Write the plan in a fixed order; `claimed` is called once the write that holds
+        the plan's claim (the Migration, or a build's status.node) is in the store."""
         meta = body["metadata"]
         ns, name = meta["namespace"], meta["name"]
         status = dict(plan.status or {})
@@ -167,7 +186,9 @@ class Runtime:
         step = plan.events[0].reason if plan.events else "reconcile"
         try:
             if plan.create_migration is not None:
-                created = await self._create_migration(body, plan.create_migration, step)
+                created = await self._create_migration(
+                    body, plan.create_migration, step, claimed=claimed
+                )
                 status["migrationRef"] = created["metadata"]["name"]
             if plan.migration_phase is not None:
                 await self._advance(ns, plan.migration_phase)
@@ -191,6 +212,7 @@ class Runtime:
             return
         except objects.NotFoundError:
             return
+        claimed()
         self.usage_changed.set()
         self.telemetry.applied(f"{ns}/{name}", obs.migration, plan)
         for event in plan.events:
@@ -199,7 +221,12 @@ class Runtime:
             await self._remove_finalizer(body)
 
     async def _create_migration(
-        self, inst: dict[str, Any], order: plan_mod.MigrationOrder, step: str
+        self,
+        inst: dict[str, Any],
+        order: plan_mod.MigrationOrder,
+        step: str,
+        *,
+        claimed: Callable[[], None],
     ) -> dict[str, Any]:
         meta = inst["metadata"]
         manifest = {
@@ -224,6 +251,7 @@ class Runtime:
         }
         created = await self.objs.create(objects.MIGRATION, meta["namespace"], manifest)
         self.store.put("Migration", created)  # the claim is now in the store and the API
+        claimed()
         faults.point("controller", f"{step}:migration-created")
         await self._ensure_transfer_secret(created)
         started = await self.objs.set_phase(
@@ -299,20 +327,36 @@ class Runtime:
     # --- hypervisors: up/down and usage --------------------------------------------------------
 
     async def _hypervisor_loop(self) -> None:
+        """Usage of the nodes whose claims changed, soon after they change; every node's
+        up/down state (and usage) every HYPERVISOR_SYNC_SECONDS. Only the changed nodes on
+        each change: a pass over every hypervisor per debounce was the controller's largest
+        own CPU cost with 1,000 resizes over 200 nodes (profile in docs/benchmarks.md)."""
+        loop = asyncio.get_running_loop()
+        last_full = 0.0
         while True:
             probes.HEALTH.beat("hypervisor-sync", within=60)  # a sync may take long at scale
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.usage_changed.wait(), HYPERVISOR_SYNC_SECONDS)
             await asyncio.sleep(USAGE_DEBOUNCE_SECONDS)
             self.usage_changed.clear()
+            changed = self.store.take_changed()
+            full = loop.time() - last_full >= HYPERVISOR_SYNC_SECONDS
+            if full:
+                last_full = loop.time()
             try:
-                await self.sync_hypervisors()
+                await self.sync_hypervisors(None if full else changed)
             except Exception:
+                self.store.changed |= changed  # written on the next pass
                 log.exception("hypervisor sync failed")
 
-    async def sync_hypervisors(self) -> None:
+    async def sync_hypervisors(self, only: set[str] | None = None) -> None:
+        """Write state and usage where they differ from the store; `only` these nodes."""
         t = now()
-        for name, hv in list(self.store.objects["Hypervisor"].items()):
+        hypervisors = self.store.objects["Hypervisor"]
+        for name in list(hypervisors) if only is None else sorted(only):
+            hv = hypervisors.get(name)
+            if hv is None:
+                continue
             report = hv.get("status", {}).get("agent")
             used = self.store.used.get(name)
             wanted = {

@@ -13,7 +13,7 @@ from typing import Any
 
 from kubenova.api import migration
 from kubenova.kube import objects
-from kubenova.scheduling import claims, scheduler
+from kubenova.scheduling import claims, index, scheduler
 from kubenova.scheduling.amounts import ZERO, Amount
 
 FINAL = {p.value for p in migration.FINAL_PHASES}
@@ -30,7 +30,7 @@ def is_active(body: dict[str, Any]) -> bool:
 
 
 class Store:
-    def __init__(self) -> None:
+    def __init__(self, weigher: scheduler.Weigher = scheduler.Weigher.SPREAD) -> None:
         self.objects: dict[str, dict[str, dict[str, Any]]] = {
             "Instance": {},
             "Migration": {},
@@ -41,6 +41,8 @@ class Store:
         self.placements: dict[str, claims.Placement] = {}
         self.used: dict[str, Amount] = {}
         self.counts: dict[str, int] = {}
+        self.index = index.HostIndex(weigher)
+        self.changed: set[str] = set()  # nodes whose usage changed since take_changed()
 
     # --- updates ---------------------------------------------------------------------------
 
@@ -50,12 +52,14 @@ class Store:
         key = objects.key(body)
         if not objects.newer(bucket.get(key), body):
             return False
-        bucket[key] = body
+        bucket[key] = _without_managed_fields(body)
         if kind == "Migration":
             self.migrations_of.setdefault(self.instance_key_of(body), set()).add(key)
             self._replace_placement(self.instance_key_of(body))
         elif kind == "Instance":
             self._replace_placement(key)
+        elif kind == "Hypervisor":
+            self._index_hypervisor(key, body)
         return True
 
     def remove(self, kind: str, key: str) -> None:
@@ -68,6 +72,8 @@ class Store:
             self._replace_placement(owner)
         elif kind == "Instance":
             self._replace_placement(key)
+        elif kind == "Hypervisor":
+            self.index.remove(key)
 
     @staticmethod
     def instance_key_of(mig: dict[str, Any]) -> str:
@@ -94,26 +100,31 @@ class Store:
         return next((m for m in mine if m["metadata"]["name"] == ref), None)
 
     def hosts(self, now: datetime.datetime, service_down_time: float) -> list[scheduler.Host]:
-        result = []
-        for name, hv in self.objects["Hypervisor"].items():
-            report = hv.get("status", {}).get("agent")
-            if not report:
-                continue
-            spec = hv.get("spec", {})
-            ratios = spec.get("allocationRatios", {})
-            result.append(
-                scheduler.Host(
-                    name=name,
-                    capacity=_amount(report["capacity"]) or ZERO,
-                    cpu_ratio=float(ratios.get("cpu", 4.0)),
-                    memory_ratio=float(ratios.get("memory", 1.0)),
-                    disk_ratio=float(ratios.get("disk", 1.0)),
-                    labels=tuple(sorted(hv["metadata"].get("labels", {}).items())),
-                    up=is_up(report, now, service_down_time),
-                    disabled=bool(spec.get("disabled", False)),
-                )
-            )
-        return result
+        return self.index.hosts(seen_after=now.timestamp() - service_down_time)
+
+    def select(
+        self, request: scheduler.Request, now: datetime.datetime, service_down_time: float
+    ) -> scheduler.Decision:
+        return self.index.select(request, seen_after=now.timestamp() - service_down_time)
+
+    def _index_hypervisor(self, name: str, hv: dict[str, Any]) -> None:
+        """Hypervisors without an agent report yet are not schedulable (no capacity)."""
+        report = hv.get("status", {}).get("agent")
+        if not report:
+            self.index.remove(name)
+            return
+        spec = hv.get("spec", {})
+        ratios = spec.get("allocationRatios", {})
+        host = scheduler.Host(
+            name=name,
+            capacity=_amount(report["capacity"]) or ZERO,
+            cpu_ratio=float(ratios.get("cpu", 4.0)),
+            memory_ratio=float(ratios.get("memory", 1.0)),
+            disk_ratio=float(ratios.get("disk", 1.0)),
+            labels=tuple(sorted(hv["metadata"].get("labels", {}).items())),
+            disabled=bool(spec.get("disabled", False)),
+        )
+        self.index.put(host, seen_at=heartbeat(report).timestamp())
 
     # --- claims ----------------------------------------------------------------------------
 
@@ -141,17 +152,35 @@ class Store:
 
     def _replace_placement(self, key: str) -> None:
         old = self.placements.pop(key, None)
+        touched = set()
         if old is not None:
             for claim in claims.claims_of(old):
                 self.used[claim.node] = self.used.get(claim.node, ZERO) - claim.amount
                 self.counts[claim.node] = self.counts.get(claim.node, 0) - 1
+                touched.add(claim.node)
         new = self._placement_of(key)
-        if new is None:
-            return
-        self.placements[key] = new
-        for claim in claims.claims_of(new):
-            self.used[claim.node] = self.used.get(claim.node, ZERO) + claim.amount
-            self.counts[claim.node] = self.counts.get(claim.node, 0) + 1
+        if new is not None:
+            self.placements[key] = new
+            for claim in claims.claims_of(new):
+                self.used[claim.node] = self.used.get(claim.node, ZERO) + claim.amount
+                self.counts[claim.node] = self.counts.get(claim.node, 0) + 1
+                touched.add(claim.node)
+        for node in touched:
+            self.index.set_used(node, self.used[node])
+        self.changed |= touched
+
+    def take_changed(self) -> set[str]:
+        changed, self.changed = self.changed, set()
+        return changed
+
+
+def _without_managed_fields(body: dict[str, Any]) -> dict[str, Any]:
+    """managedFields grow with every writer and are never read here: they were more than
+    half of what the controller holds per Instance (8.4 of 14.3 KB once built)."""
+    meta = body.get("metadata", {})
+    if "managedFields" not in meta:
+        return body
+    return {**body, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
 
 
 def _owned_by(mig: dict[str, Any], uid: str | None) -> bool:
@@ -159,6 +188,9 @@ def _owned_by(mig: dict[str, Any], uid: str | None) -> bool:
     return not refs or any(r.get("uid") == uid for r in refs)
 
 
+def heartbeat(report: dict[str, Any]) -> datetime.datetime:
+    return datetime.datetime.fromisoformat(report["heartbeatTime"].replace("Z", "+00:00"))
+
+
 def is_up(report: dict[str, Any], now: datetime.datetime, service_down_time: float) -> bool:
-    beat = datetime.datetime.fromisoformat(report["heartbeatTime"].replace("Z", "+00:00"))
-    return (now - beat).total_seconds() <= service_down_time
+    return (now - heartbeat(report)).total_seconds() <= service_down_time

@@ -70,7 +70,7 @@ RESIZE_FINISH_SECONDS = prom.Histogram(
 )
 SCHEDULING_SECONDS = prom.Histogram(
     "kubenova_scheduling_duration_seconds",
-    "Time one scheduling decision took (filters and weigher over every hypervisor).",
+    "Time one scheduling decision took (filters and weigher over the host index).",
     buckets=SCHEDULING_BUCKETS,
 )
 SCHEDULING_FAILURES = prom.Counter(

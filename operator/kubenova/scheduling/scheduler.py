@@ -68,7 +68,7 @@ class Decision:
         return f"no valid host among {hosts} hypervisors: {reasons}"
 
 
-def _rejection(host: Host, request: Request, used: amounts.Amount) -> str | None:
+def rejection(host: Host, request: Request, used: amounts.Amount) -> str | None:
     """Why `host` cannot take the request, or None if it can."""
     if request.only is not None and host.name != request.only:
         return "not the requested host"
@@ -94,11 +94,17 @@ def _rejection(host: Host, request: Request, used: amounts.Amount) -> str | None
     return None
 
 
-def _free_fraction(host: Host, used: amounts.Amount) -> float:
+def free_fraction(host: Host, used: amounts.Amount) -> float:
     limit = host.limit
     if limit.memory_mib <= 0:
         return 0.0
     return (limit.memory_mib - used.memory_mib) / limit.memory_mib
+
+
+def sort_key(host: Host, used: amounts.Amount, weigher: Weigher) -> tuple[float, str]:
+    """Lower wins; the name breaks ties so equal hosts always resolve the same way."""
+    sign = -1.0 if weigher is Weigher.SPREAD else 1.0
+    return (sign * free_fraction(host, used), host.name)
 
 
 def select(
@@ -107,17 +113,17 @@ def select(
     request: Request,
     weigher: Weigher = Weigher.SPREAD,
 ) -> Decision:
+    """The reference: filter and weigh every host, O(hosts). `index.HostIndex` gives the
+    same answer without the full scan and is what the controller uses."""
     rejected: collections.Counter[str] = collections.Counter()
     best: tuple[float, str] | None = None
-    sign = -1.0 if weigher is Weigher.SPREAD else 1.0
     for host in hosts:
         host_used = used.get(host.name, amounts.ZERO)
-        reason = _rejection(host, request, host_used)
+        reason = rejection(host, request, host_used)
         if reason is not None:
             rejected[reason] += 1
             continue
-        # Lower key wins; the name breaks ties so equal hosts always resolve the same way.
-        key = (sign * _free_fraction(host, host_used), host.name)
+        key = sort_key(host, host_used, weigher)
         if best is None or key < best:
             best = key
     return Decision(node=best[1] if best else None, rejected=dict(rejected))

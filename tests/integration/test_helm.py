@@ -383,3 +383,27 @@ def test_every_value_reaches_its_setting() -> None:
     )
     assert (fake.driver, fake.fake_latency_seconds) == ("fake", 0.5)
     assert (fake.capacity.vcpus, fake.capacity.memory_mib, fake.capacity.disk_gib) == (4, 2048, 20)
+
+
+def test_webhook_is_called_only_when_the_flavor_is_set_or_changed(
+    tmp_path: pathlib.Path,
+) -> None:
+    """With failurePolicy Fail and no controller behind the Service, every call the API
+    server makes fails: a label or annotation edit goes through (not sent), a flavor
+    change is refused (sent)."""
+    with controlplane.running(tmp_path / "plane", controller_manager=False) as plane:
+        kubectl = kube.Kubectl(plane.kubeconfig)
+        kube.install_crds(kubectl)
+        kubectl("apply", "-f", str(kube.SAMPLES / "flavors.yaml"))
+        kubectl("apply", "-f", str(kube.SAMPLES / "instance.yaml"))  # before the webhook
+        installed = helm.Helm(plane.kubeconfig).install(
+            {"crds.install": "false", "webhook.failurePolicy": "Fail"}
+        )
+        assert installed.ok, installed.stderr
+        assert kubectl.run("label", "instance", "demo", "team=a").ok
+        assert kubectl.run("annotate", "instance", "demo", "note=x").ok
+        changed = kubectl.run(
+            "patch", "instance", "demo", "--type=merge", "-p", '{"spec":{"flavor":"m1.small"}}'
+        )
+        assert not changed.ok
+        assert 'failed calling webhook "validate-instance.compute.kubenova.io"' in changed.stderr

@@ -139,19 +139,35 @@ def destroy_guests(instances: pathlib.Path, uri: str = LIBVIRT_URI) -> int:
     environment's, never another `make up`'s or a test's on the same libvirtd."""
     import libvirt  # noqa: PLC0415 - only when the libvirt driver ran
 
+    libvirt.registerErrorHandler(lambda *_: None, None)  # errors are handled below
     conn: Any = libvirt.open(uri)
     removed = 0
     try:
         for dom in conn.listAllDomains():
-            if f"'{instances}/" not in dom.XMLDesc().replace('"', "'"):
-                continue
-            if dom.isActive():
-                dom.destroy()
-            dom.undefine()
-            removed += 1
+            try:
+                if f"'{instances}/" not in dom.XMLDesc().replace('"', "'"):
+                    continue
+                if dom.isActive():
+                    dom.destroy()
+                dom.undefine()
+                removed += 1
+            except libvirt.libvirtError:
+                if _defined(conn, dom.UUIDString()):
+                    raise  # still there: a real failure
+                # else another environment removed it while we looked: not ours to mind
     finally:
         conn.close()
     return removed
+
+
+def _defined(conn: Any, uuid: str) -> bool:
+    import libvirt  # noqa: PLC0415 - only when the libvirt driver ran
+
+    try:
+        conn.lookupByUUIDString(uuid)
+    except libvirt.libvirtError:
+        return False
+    return True
 
 
 def up(state_dir: pathlib.Path) -> int:

@@ -238,14 +238,16 @@ def up(state_dir: pathlib.Path) -> int:
 
 def down(state_dir: pathlib.Path) -> int:
     components = state_dir / "kubenova.json"
-    if components.exists():
-        started = json.loads(components.read_text())
-        controlplane.stop_pids([(pid, "kubenova.cli") for pid in started["pids"].values()])
-        if started["driver"] == "libvirt":
-            removed = destroy_guests(state_dir / "instances")
-            print(f"destroyed {removed} guest(s)", file=sys.stderr)
-        components.unlink()
-    stopped = controlplane.down(state_dir)
+    try:
+        if components.exists():
+            started = json.loads(components.read_text())
+            controlplane.stop_pids([(pid, "kubenova.cli") for pid in started["pids"].values()])
+            if started["driver"] == "libvirt":
+                removed = destroy_guests(state_dir / "instances")
+                print(f"destroyed {removed} guest(s)", file=sys.stderr)
+            components.unlink()
+    finally:  # whatever failed above, the detached control plane must not outlive `down`
+        stopped = controlplane.down(state_dir)
     print("kubenova stopped" if stopped else "nothing to stop", file=sys.stderr)
     return 0
 

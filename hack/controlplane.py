@@ -49,6 +49,9 @@ def binaries() -> pathlib.Path:
     return pathlib.Path(out.strip().splitlines()[-1])
 
 
+PORT_ATTEMPTS = 3  # starts on fresh ports when a chosen one was taken meanwhile
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind((LOOPBACK, 0))
@@ -116,6 +119,17 @@ class ControlPlane:
     # --- start -----------------------------------------------------------------------------
 
     def start(self, *, controller_manager: bool = True) -> ControlPlane:
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            try:
+                return self._start(controller_manager=controller_manager)
+            except RuntimeError as exc:
+                # free_port() cannot hold a port: another process (a parallel test's
+                # server) may bind it before ours does. Start again on fresh ports.
+                if "address already in use" not in str(exc) or attempt == PORT_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _start(self, *, controller_manager: bool) -> ControlPlane:
         began = time.monotonic()
         bin_dir = self.bin_dir or binaries()
         for sub in (self.pki_dir, self.log_dir):

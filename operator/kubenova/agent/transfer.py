@@ -73,12 +73,14 @@ def extents(fd: int, size: int) -> list[tuple[int, int]]:
     return found
 
 
-def _chunks(fd: int, size: int) -> list[tuple[int, int, bool]]:
-    """(offset, length, starts_extent) for every read, CHUNK bytes at most."""
+def _chunks(ranges: list[tuple[int, int]]) -> list[tuple[int, int, bytes]]:
+    """(offset, length, frame) for every read of at most CHUNK bytes; the frame header
+    goes before the first chunk of each extent and is empty for the others."""
     out = []
-    for start, length in extents(fd, size):
+    for start, length in ranges:
         for offset in range(start, start + length, CHUNK):
-            out.append((offset, min(CHUNK, start + length - offset), offset == start))
+            frame = FRAME.pack(start, length) if offset == start else b""
+            out.append((offset, min(CHUNK, start + length - offset), frame))
     return out
 
 
@@ -94,14 +96,12 @@ async def stream(path: pathlib.Path, corrupt: bool = False) -> AsyncIterator[byt
         header = MAGIC + json.dumps({"size": size}).encode() + b"\n"
         digest.update(header)
         yield header
-        plan = _chunks(fd, size)
-        extent_ends = {o: o + n for o, n in extents(fd, size)}
+        plan = _chunks(extents(fd, size))
 
-        def read(offset: int, length: int, starts: bool) -> bytes:
+        def read(offset: int, length: int, frame: bytes) -> bytes:
             data = os.pread(fd, length, offset)
             if len(data) != length:
                 raise TransferError(f"{path} shrank while being sent")
-            frame = FRAME.pack(offset, extent_ends[offset] - offset) if starts else b""
             digest.update(frame)
             digest.update(data)
             return frame + data

@@ -346,7 +346,7 @@ class Runtime:
             try:
                 await self.sync_hypervisors(None if full else changed)
             except Exception:
-                self.store.changed |= changed  # written on the next pass
+                self.store.give_back_changed(changed)
                 log.exception("hypervisor sync failed")
 
     async def sync_hypervisors(self, only: set[str] | None = None) -> None:

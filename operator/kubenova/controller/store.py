@@ -173,6 +173,10 @@ class Store:
         changed, self.changed = self.changed, set()
         return changed
 
+    def give_back_changed(self, nodes: set[str]) -> None:
+        """Nodes taken but not written (the write failed): the next pass writes them."""
+        self.changed |= nodes
+
 
 def _without_managed_fields(body: dict[str, Any]) -> dict[str, Any]:
     """managedFields grow with every writer and are never read here: they were more than

@@ -18,6 +18,7 @@ import yaml
 from hack import controlplane
 
 from kubenova import settings
+from kubenova.controller import app
 from tests import env as kubenova_env
 from tests import helm, kube
 
@@ -123,6 +124,17 @@ def test_cert_manager_injects_the_ca() -> None:
     annotation = hook["metadata"]["annotations"]["cert-manager.io/inject-ca-from"]
     assert annotation == f"{NS}/{cert['metadata']['name']}"
     assert "kubenova-webhook.kubenova-system.svc" in cert["spec"]["dnsNames"]
+
+
+def test_chart_sends_the_webhook_what_the_managed_controller_sends() -> None:
+    """The chart's configuration and the one `make up`'s controller registers itself select
+    the same requests: creates and flavor changes of Instances, nothing else."""
+    docs = helm.Helm().template()
+    (hook,) = [d for d in docs if d["kind"] == "ValidatingWebhookConfiguration"]
+    (chart,) = hook["webhooks"]
+    (managed,) = app.webhook_configuration("https://127.0.0.1:1", b"ca")["webhooks"]
+    for field in ("name", "rules", "matchConditions", "sideEffects", "matchPolicy"):
+        assert chart[field] == managed[field], field
 
 
 @pytest.mark.parametrize(

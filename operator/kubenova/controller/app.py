@@ -7,11 +7,15 @@ own, so every write to an object is one kubenova decided to make.
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import contextlib
 import logging
 import pathlib
 from typing import Any
 
 import kopf
+from kubernetes_asyncio import client
 
 from kubenova import pki
 from kubenova import settings as settings_mod
@@ -22,9 +26,30 @@ from kubenova.lifecycle import admission
 log = logging.getLogger(__name__)
 
 WEBHOOK_CONFIG = f"validating.{names.GROUP}"
+DEFAULT_CERT_DIR = "/tmp/kubenova-webhook"
 # The handler id is the URL path the webhook server serves it at; the Helm chart's
 # ValidatingWebhookConfiguration names the same path.
 WEBHOOK_ID = "validate-instance"
+# The webhook checks the flavor only: updates that leave spec.flavor alone (labels,
+# annotations, the controller's own writes: most updates) are not sent, a round trip saved
+# on each. The Helm chart's configuration carries the same rule (a test compares them).
+MATCH_CONDITIONS = [
+    {
+        "name": "flavor-set-or-changed",
+        "expression": (
+            "request.operation == 'CREATE' || object.spec.flavor != oldObject.spec.flavor"
+        ),
+    }
+]
+RULES = [
+    {
+        "apiGroups": [names.GROUP],
+        "apiVersions": [names.VERSION],
+        "resources": ["instances"],
+        "operations": ["CREATE", "UPDATE"],
+        "scope": "*",
+    }
+]
 
 
 def configure(settings: kopf.OperatorSettings, cfg: settings_mod.Controller) -> None:
@@ -32,15 +57,82 @@ def configure(settings: kopf.OperatorSettings, cfg: settings_mod.Controller) -> 
     settings.watching.connect_timeout = 10
     if cfg.webhook_port:
         settings.admission.server = _webhook_server(cfg)
-        if cfg.webhook_managed:
-            settings.admission.managed = WEBHOOK_CONFIG
+        # Managed (make up, tests): kubenova writes the configuration itself, not kopf, whose
+        # configurations have no matchConditions (every Instance update would be sent).
+
+
+def webhook_configuration(url: str, ca_bundle: bytes) -> dict[str, Any]:
+    """The ValidatingWebhookConfiguration a managed controller registers for itself."""
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": {
+            "name": WEBHOOK_CONFIG,
+            "labels": {"app.kubernetes.io/managed-by": "kubenova"},
+        },
+        "webhooks": [
+            {
+                "name": f"{WEBHOOK_ID}.{names.GROUP}",
+                "rules": RULES,
+                "matchConditions": MATCH_CONDITIONS,
+                # ignore failures: with the controller down, users can still confirm, revert and
+                # edit; the controller re-checks every flavor change (FlavorValid=False).
+                "failurePolicy": "Ignore",
+                "matchPolicy": "Equivalent",
+                "sideEffects": "None",
+                "timeoutSeconds": 10,
+                "admissionReviewVersions": ["v1", "v1beta1"],
+                "clientConfig": {
+                    "url": f"{url}/{WEBHOOK_ID}",
+                    "caBundle": base64.b64encode(ca_bundle).decode(),
+                },
+            }
+        ],
+    }
+
+
+async def register_webhook_configuration(
+    api: client.ApiClient, cfg: settings_mod.Controller
+) -> None:
+    """Once the webhook server answers, point the API server at it (create or replace)."""
+    host, port = cfg.webhook_host, cfg.webhook_port
+    for _ in range(300):  # kopf starts the server soon after startup
+        try:
+            _, writer = await asyncio.open_connection(cfg.webhook_bind or host, port)
+        except OSError:
+            await asyncio.sleep(0.1)
+            continue
+        writer.close()
+        break
+    ca = (pathlib.Path(cfg.webhook_cert_dir or DEFAULT_CERT_DIR) / "webhook-ca.crt").read_bytes()
+    netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    # A plain dict is sent as is (the client's typed models are not needed for that).
+    body: Any = webhook_configuration(f"https://{netloc}", ca)
+    admission = client.AdmissionregistrationV1Api(api)
+    try:
+        await admission.create_validating_webhook_configuration(body)
+    except client.ApiException as exc:
+        if exc.status != 409:
+            raise
+        current = await admission.read_validating_webhook_configuration(WEBHOOK_CONFIG)
+        body["metadata"]["resourceVersion"] = current.metadata.resource_version
+        await admission.replace_validating_webhook_configuration(WEBHOOK_CONFIG, body)
+    log.info("webhook configuration %s points at %s", WEBHOOK_CONFIG, netloc)
+
+
+async def unregister_webhook_configuration(api: client.ApiClient) -> None:
+    """A stopped controller's configuration would only cost every request a failed call."""
+    with contextlib.suppress(client.ApiException):
+        await client.AdmissionregistrationV1Api(api).delete_validating_webhook_configuration(
+            WEBHOOK_CONFIG
+        )
 
 
 def _webhook_server(cfg: settings_mod.Controller) -> kopf.WebhookServer:
     """Managed: a CA and serving certificate of our own, for the host the API server calls.
     Otherwise (Helm chart): the serving certificate mounted from a Secret, whose CA the
     chart (or cert-manager) put in the webhook configuration."""
-    cert_dir = pathlib.Path(cfg.webhook_cert_dir or "/tmp/kubenova-webhook")
+    cert_dir = pathlib.Path(cfg.webhook_cert_dir or DEFAULT_CERT_DIR)
     bind = cfg.webhook_bind or cfg.webhook_host
     if not cfg.webhook_managed:
         return kopf.WebhookServer(

@@ -39,6 +39,7 @@ async def run(cfg: settings_mod.Controller) -> None:
     )
     if cfg.webhook_port:
         app.register_webhook()
+    managed_webhook = bool(cfg.webhook_port and cfg.webhook_managed)
     primed = asyncio.Event()
     probes.HEALTH.ready_when("store primed", primed.is_set)
     prometheus_client.REGISTRY.register(telemetry.StoreCollector(rt.store))
@@ -65,9 +66,13 @@ async def run(cfg: settings_mod.Controller) -> None:
     async def on_startup_controller(settings: kopf.OperatorSettings, **_: object) -> None:
         app.configure(settings, cfg)
         rt.tasks.append(asyncio.create_task(lead()))
+        if managed_webhook:
+            rt.tasks.append(asyncio.create_task(app.register_webhook_configuration(api, cfg)))
 
     @kopf.on.cleanup()
     async def on_cleanup_controller(**_: object) -> None:
+        if managed_webhook:
+            await app.unregister_webhook_configuration(api)
         if elector is not None:
             await elector.release()
         await rt.stop()

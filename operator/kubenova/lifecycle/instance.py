@@ -24,6 +24,9 @@ Warn = plan.EventType.WARNING
 Info = plan.EventType.NORMAL
 
 FLAVOR_RECHECK_SECONDS = 30.0  # a missing flavor may be created; look again this often
+# A migration step that ends sooner than this gets no taskState write of its own: with fast
+# steps the next phase supersedes it, and each write would wake every watcher for nothing.
+PROGRESS_SECONDS = 1.0
 DELETE_RECHECK_SECONDS = 10.0  # a node may go down while we wait for its agent
 
 
@@ -328,21 +331,23 @@ def _migrating(obs: Observed, mig: migration.Migration) -> plan.Plan:
         d.label(names.LABEL_SOURCE_NODE, spec.source_node)
         d.label(names.LABEL_DEST_NODE, spec.dest_node)
     if phase in _TASK:
-        d.phase(Phase.RESIZE, _TASK[phase])
+        wait = _show_task(obs, d, mig, Phase.RESIZE, _TASK[phase])
         _refuse_actions(d, "the migration has not finished yet")
         change = (
             plan.PhaseChange(mig.metadata.name, None, MPhase.PRE_MIGRATING)
             if phase is None
             else None
         )
-        return d.plan(migration_phase=change)
+        return d.plan(migration_phase=change, requeue_after=wait)
     if phase is MPhase.FINISHED:
         return _verify(obs, d, mig)
     if phase is MPhase.CONFIRMING:
         _landed(d, mig, dest=True)
-        d.phase(Phase.VERIFY_RESIZE, TaskState.RESIZE_CONFIRMING)
-        _settle_action(d, names.ResizeAction.CONFIRM, "a confirm is in progress")
-        return d.plan()
+        wait = _show_task(obs, d, mig, Phase.VERIFY_RESIZE, TaskState.RESIZE_CONFIRMING)
+        # The confirm annotation stays until the migration is confirmed: it goes with the
+        # label changes then, in one write.
+        _settle_action(d, names.ResizeAction.CONFIRM, "a confirm is in progress", keep=True)
+        return d.plan(requeue_after=wait)
     if phase is MPhase.REVERTING:
         d.phase(Phase.REVERT_RESIZE, TaskState.RESIZE_REVERTING)
         _settle_action(d, names.ResizeAction.REVERT, "a revert is in progress")
@@ -352,15 +357,39 @@ def _migrating(obs: Observed, mig: migration.Migration) -> plan.Plan:
     return _ended(obs, d, mig)
 
 
-def _settle_action(d: Draft, done: names.ResizeAction, why: str) -> None:
-    """Drop the annotation of the action under way silently; refuse any other."""
-    _refuse_actions(d, why, expected=done)
+def _show_task(
+    obs: Observed, d: Draft, mig: migration.Migration, phase: Phase, task: TaskState
+) -> float | None:
+    """Show the migration's step as taskState once it has lasted PROGRESS_SECONDS (or at
+    once when the phase itself changes); returns when to look again, if waiting."""
+    st = obs.instance.status
+    if st.phase is not phase or (st.task_state or TaskState.NONE) is task:
+        d.phase(phase, task)
+        return None
+    entered = next(
+        (t.time for t in reversed(mig.status.phase_transitions) if t.phase is mig.status.phase),
+        None,
+    )
+    lasted = (obs.now - entered).total_seconds() if entered else PROGRESS_SECONDS
+    if lasted >= PROGRESS_SECONDS:
+        d.phase(phase, task)
+        return None
+    return PROGRESS_SECONDS - max(0.0, lasted)
 
 
-def _refuse_actions(d: Draft, why: str, expected: names.ResizeAction | None = None) -> None:
+def _settle_action(d: Draft, done: names.ResizeAction, why: str, *, keep: bool = False) -> None:
+    """The annotation of the action under way is dropped silently (or kept, if `keep`);
+    any other is refused."""
+    _refuse_actions(d, why, expected=done, keep=keep)
+
+
+def _refuse_actions(
+    d: Draft, why: str, expected: names.ResizeAction | None = None, *, keep: bool = False
+) -> None:
     action = d.inst.metadata.annotations.get(names.ANNOTATION_RESIZE)
     if expected is not None and action == expected.value:
-        d.drop_annotation(names.ANNOTATION_RESIZE)
+        if not keep:
+            d.drop_annotation(names.ANNOTATION_RESIZE)
     elif action is not None:
         d.drop_annotation(names.ANNOTATION_RESIZE)
         d.event(Warn, "InvalidAction", f"{names.ANNOTATION_RESIZE}={action} ignored: {why}")
@@ -369,12 +398,15 @@ def _refuse_actions(d: Draft, why: str, expected: names.ResizeAction | None = No
         d.event(Warn, "InvalidAction", f"{names.ANNOTATION_MIGRATE} ignored: {why}")
 
 
-def _landed(d: Draft, mig: migration.Migration, *, dest: bool) -> None:
-    """Point status and the node label at where the guest runs now."""
+def _landed(d: Draft, mig: migration.Migration, *, dest: bool, final: bool = False) -> None:
+    """Point status at where the guest runs now; once the migration is over (`final`), the
+    node label too. Until then the source-node and dest-node labels select the instance on
+    both nodes, so moving the label earlier would cost a write and change nothing."""
     node = mig.spec.dest_node if dest else mig.spec.source_node
     d.field("node", node)
     d.field("flavor", mig.spec.new_flavor if dest else mig.spec.old_flavor)
-    d.label(names.LABEL_NODE, node)
+    if final:
+        d.label(names.LABEL_NODE, node)
 
 
 def finished_at(mig: migration.Migration) -> datetime.datetime | None:
@@ -401,7 +433,8 @@ def _verify(obs: Observed, d: Draft, mig: migration.Migration) -> plan.Plan:
         "waiting for confirm or revert",
     )
     action = inst.metadata.annotations.get(names.ANNOTATION_RESIZE)
-    d.drop_annotation(names.ANNOTATION_RESIZE)
+    if action != names.ResizeAction.CONFIRM:  # a confirm's stays until it is done
+        d.drop_annotation(names.ANNOTATION_RESIZE)
     d.drop_annotation(names.ANNOTATION_MIGRATE)
     wants_old = (
         spec.type is migration.MigrationType.RESIZE
@@ -420,7 +453,6 @@ def _verify(obs: Observed, d: Draft, mig: migration.Migration) -> plan.Plan:
     due = done + datetime.timedelta(seconds=window) if window > 0 and done else None
     if action == names.ResizeAction.CONFIRM or (due is not None and obs.now >= due):
         how = "confirmed" if action else f"auto-confirmed after {window:g}s"
-        d.phase(Phase.VERIFY_RESIZE, TaskState.RESIZE_CONFIRMING)
         d.event(
             Info, "ConfirmResize", f"{how}: releasing {spec.old_flavor.name} on {spec.source_node}"
         )
@@ -449,12 +481,12 @@ def _ended(obs: Observed, d: Draft, mig: migration.Migration) -> plan.Plan:
     running = spec.power_on
     if phase is MPhase.CONFIRMED:
         _settle_action(d, names.ResizeAction.CONFIRM, "the migration is confirmed")
-        _landed(d, mig, dest=True)
+        _landed(d, mig, dest=True, final=True)
         _settle_power(d, instance.PowerState.RUNNING if running else instance.PowerState.STOPPED)
         d.event(Info, "ResizeConfirmed", f"{spec.new_flavor.name} on {spec.dest_node}")
         return d.plan()
     if phase is MPhase.REVERTED:
-        _landed(d, mig, dest=False)
+        _landed(d, mig, dest=False, final=True)
         if spec.type is migration.MigrationType.RESIZE:
             d.set_flavor(spec.old_flavor.name)  # still allowed: previousFlavor is set until now
         _settle_action(d, names.ResizeAction.REVERT, "the migration is reverted")
@@ -464,7 +496,7 @@ def _ended(obs: Observed, d: Draft, mig: migration.Migration) -> plan.Plan:
     # error: the agents keep the original; before `finished` it is still on the source.
     entered = [t.phase for t in mig.status.phase_transitions]
     on_dest = MPhase.FINISHED in entered and MPhase.REVERTING not in entered
-    _landed(d, mig, dest=on_dest)
+    _landed(d, mig, dest=on_dest, final=True)
     if not on_dest and spec.type is migration.MigrationType.RESIZE:
         d.set_flavor(spec.old_flavor.name)  # allowed: previousFlavor is still set until this lands
     d.phase(Phase.ERROR)

@@ -207,7 +207,7 @@ def test_setting_flavor_back_cancels_the_failed_resize() -> None:
 # --- the migration drives the instance -------------------------------------------------------
 
 
-def resizing(**kw):  # type: ignore[no-untyped-def]
+def resizing(dest: str = "node-a", **kw):  # type: ignore[no-untyped-def]
     status = m.active(
         phase="RESIZE",
         taskState="resize_prep",
@@ -220,7 +220,7 @@ def resizing(**kw):  # type: ignore[no-untyped-def]
         labels={
             names.LABEL_NODE: "node-a",
             names.LABEL_SOURCE_NODE: "node-a",
-            names.LABEL_DEST_NODE: "node-a",
+            names.LABEL_DEST_NODE: dest,
         },
         **kw,
     )
@@ -245,17 +245,29 @@ def test_task_state_follows_the_migration(phase: str, task: str) -> None:
     assert p.migration_phase is None
 
 
+def test_a_step_shorter_than_a_second_gets_no_task_state_write() -> None:
+    """Fast steps are superseded by the next phase; a slow one is shown once it lasts."""
+    moved = m.mig("migrating", transitions=[("migrating", m.T0)])
+    early = lc.decide(obs(resizing(), migration=moved, now=m.T0 + datetime.timedelta(seconds=0.3)))
+    assert early.status is None
+    assert early.requeue_after == pytest.approx(0.7)
+    late = lc.decide(obs(resizing(), migration=moved, now=m.T0 + datetime.timedelta(seconds=1)))
+    assert late.status is not None
+    assert late.status["taskState"] == "resize_migrating"
+    assert late.requeue_after is None
+
+
 def test_finished_migration_means_verify_resize_on_the_destination() -> None:
-    p = lc.decide(obs(resizing(), migration=m.mig("finished", dest="node-b")))
+    p = lc.decide(obs(resizing(dest="node-b"), migration=m.mig("finished", dest="node-b")))
     assert p.status is not None
     assert (p.status["phase"], p.status["node"]) == ("VERIFY_RESIZE", "node-b")
     assert p.status["flavor"]["name"] == "m1.small"
-    assert p.main is not None
-    assert p.main["metadata"]["labels"][names.LABEL_NODE] == "node-b"
+    # The node label moves when the migration is over; dest-node selects it meanwhile.
+    assert p.main is None
     assert reasons(p) == ["VerifyResize"]
 
 
-def verifying(**kw):  # type: ignore[no-untyped-def]
+def verifying(dest: str = "node-a", **kw):  # type: ignore[no-untyped-def]
     status = m.active(
         phase="VERIFY_RESIZE",
         flavor=m.SMALL.to_wire(),
@@ -268,7 +280,7 @@ def verifying(**kw):  # type: ignore[no-untyped-def]
         labels={
             names.LABEL_NODE: "node-a",
             names.LABEL_SOURCE_NODE: "node-a",
-            names.LABEL_DEST_NODE: "node-a",
+            names.LABEL_DEST_NODE: dest,
         },
         **kw,
     )
@@ -281,7 +293,30 @@ def test_confirm_annotation_moves_migration_to_confirming() -> None:
         )
     )
     assert p.migration_phase == plan.PhaseChange("vm-abc", lc.MPhase.FINISHED, lc.MPhase.CONFIRMING)
-    assert p.main == {"metadata": {"annotations": {names.ANNOTATION_RESIZE: None}}}
+    # One write for the confirm itself: the annotation goes when it is done, phase and task
+    # stay as they are (a confirm shorter than a second shows no resize_confirming).
+    assert p.main is None
+    assert not {"phase", "taskState"} & set(p.status or {})
+    assert reasons(p) == ["ConfirmResize"]
+
+
+def test_confirmed_migration_drops_the_annotation_and_moves_labels_in_one_write() -> None:
+    confirming = verifying(dest="node-b", annotations={names.ANNOTATION_RESIZE: "confirm"})
+    during = lc.decide(obs(confirming, migration=m.mig("confirming", dest="node-b")))
+    assert during.main is None
+    p = lc.decide(obs(confirming, migration=m.mig("confirmed", dest="node-b")))
+    assert p.main == {
+        "metadata": {
+            "labels": {
+                names.LABEL_NODE: "node-b",
+                names.LABEL_SOURCE_NODE: None,
+                names.LABEL_DEST_NODE: None,
+            },
+            "annotations": {names.ANNOTATION_RESIZE: None},
+        }
+    }
+    assert p.status is not None
+    assert (p.status["phase"], p.status["node"]) == ("ACTIVE", "node-b")
 
 
 def test_revert_annotation_restores_the_old_flavor_in_spec() -> None:

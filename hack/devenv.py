@@ -23,6 +23,7 @@ import time
 from typing import Any
 
 from hack import controlplane
+from kubenova.agent import transfer
 
 REPO = controlplane.REPO
 STATE_DIR = REPO / ".kubenova"
@@ -131,6 +132,7 @@ def agent_args(state_dir: pathlib.Path, node: str, driver: str) -> list[str]:
         f"--images-path={state_dir / 'images'}",
         f"--libvirt-domain-prefix={node}",
         f"--transfer-port={controlplane.free_port()}",
+        f"--transfer-key-file={transfer.ensure_key_file(state_dir / 'transfer.key')}",
     ]
 
 

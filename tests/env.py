@@ -20,6 +20,7 @@ from typing import Any
 
 from hack import controlplane
 
+from kubenova.agent import transfer
 from tests import kube
 
 FAST = [  # short retry and heartbeat periods so scenarios take seconds, not minutes
@@ -127,6 +128,7 @@ class Env:
             driver += [
                 f"--libvirt-domain-prefix={node}",
                 f"--transfer-port={controlplane.free_port()}",
+                f"--transfer-key-file={transfer.ensure_key_file(self.dir / 'transfer.key')}",
             ]
         return self._agent(node, [*driver, *args], fault=fault)
 

@@ -88,6 +88,10 @@ def _parser() -> argparse.ArgumentParser:
     agent.add_argument("--transfer-port", type=int, help="serve disks to other agents here")
     agent.add_argument("--transfer-host", help="address other agents reach this one at")
     agent.add_argument(
+        "--transfer-key-file",
+        help="the key transfer tokens are derived from, the same on every node",
+    )
+    agent.add_argument(
         "--state-file",
         dest="fake_state_file",
         help="fake driver: keep guests in this file across restarts",

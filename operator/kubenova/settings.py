@@ -100,6 +100,9 @@ class Agent(Common):
     libvirt_domain_prefix: str = ""  # several agents on one libvirtd (simulated nodes)
     transfer_port: int = 0  # 0: serve no disks (fake driver, or a node that is never a source)
     transfer_host: str = "127.0.0.1"  # the address other agents reach this one at
+    # The key every agent derives migrations' transfer tokens from (a file: the chart mounts
+    # it from a Secret). Needed on both ends of a cross-node move that carries a disk.
+    transfer_key_file: str = ""
     workers: int = 4
     # Scale benchmarks: one process simulates `node_count` nodes named `<node>NNNN`, each
     # with its own fake hypervisor and its own label-selected watches. 0: one node, `node`.
@@ -161,6 +164,7 @@ def agent_from_env(env: Mapping[str, str] | None = None, **overrides: object) ->
         "virt_type": env.get("KUBENOVA_VIRT_TYPE", "kvm"),
         "transfer_port": int(env.get("KUBENOVA_TRANSFER_PORT", 0)),
         "transfer_host": env.get("POD_IP", "127.0.0.1"),
+        "transfer_key_file": env.get("KUBENOVA_TRANSFER_KEY_FILE", ""),
         "fake_latency_seconds": _float(env, "KUBENOVA_FAKE_LATENCY_SECONDS", 0.0),
         "workers": int(env.get("KUBENOVA_WORKERS", 4)),
     }

@@ -40,10 +40,7 @@ OBJECTS = [
     ("clusterrolebinding", "", "kubenova-agent"),
     ("role", NS, "kubenova-controller"),
     ("rolebinding", NS, "kubenova-controller"),
-    ("role", "default", "kubenova-controller-transfer-secrets"),
-    ("rolebinding", "default", "kubenova-controller-transfer-secrets"),
-    ("role", "default", "kubenova-agent-transfer-secrets"),
-    ("rolebinding", "default", "kubenova-agent-transfer-secrets"),
+    ("secret", NS, "kubenova-transfer-key"),
     ("deployment", NS, "kubenova-controller"),
     ("daemonset", NS, "kubenova-agent"),
     ("service", NS, "kubenova-webhook"),
@@ -88,17 +85,17 @@ def test_chart_crds_are_the_generated_crds() -> None:
 @pytest.mark.parametrize(
     ("values", "present", "absent"),
     [
-        ({}, {"CustomResourceDefinition"}, set()),
+        ({}, {"CustomResourceDefinition", "Secret/kubenova-transfer-key"}, set()),
         ({"crds.install": "false"}, set(), {"CustomResourceDefinition"}),
         (
             {"webhook.enabled": "false"},
-            set(),
-            {"ValidatingWebhookConfiguration", "Service", "Secret"},
+            {"Secret/kubenova-transfer-key"},
+            {"ValidatingWebhookConfiguration", "Service", "Secret/kubenova-webhook-tls"},
         ),
         (
             {"webhook.certManager.enabled": "true"},
             {"Certificate", "Issuer", "ValidatingWebhookConfiguration"},
-            {"Secret"},
+            {"Secret/kubenova-webhook-tls"},
         ),
     ],
     ids=["default", "no-crds", "no-webhook", "cert-manager"],
@@ -106,15 +103,34 @@ def test_chart_crds_are_the_generated_crds() -> None:
 def test_switches_render_what_they_say(
     values: dict[str, str], present: set[str], absent: set[str]
 ) -> None:
-    kinds = {doc["kind"] for doc in helm.Helm().template(values)}
-    assert present <= kinds
-    assert not absent & kinds
+    """Kinds, or Kind/name where a kind has several objects."""
+    docs = helm.Helm().template(values)
+    rendered = {d["kind"] for d in docs} | {f"{d['kind']}/{d['metadata']['name']}" for d in docs}
+    assert present <= rendered
+    assert not absent & rendered
 
 
 def test_crds_keep_false_drops_the_keep_annotation() -> None:
     crds = [d for d in helm.Helm().template({"crds.keep": "false"}) if d["kind"].startswith("Cus")]
     assert crds
     assert all("annotations" not in crd["metadata"] for crd in crds)
+
+
+def test_agents_mount_the_transfer_key_and_nothing_reads_secrets() -> None:
+    """The agents derive transfer tokens from the key Secret mounted into their pods; no
+    Role of the chart grants anything on Secrets."""
+    docs = helm.Helm().template()
+    (agent,) = [d for d in docs if d["kind"] == "DaemonSet"]
+    pod = agent["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert env["KUBENOVA_TRANSFER_KEY_FILE"] == f"{mounts['transfer-key']}/key"
+    assert volumes["transfer-key"]["secret"]["secretName"] == "kubenova-transfer-key"
+    for role in (d for d in docs if d["kind"] in ("Role", "ClusterRole")):
+        for rule in role["rules"]:
+            assert "secrets" not in rule["resources"], role["metadata"]["name"]
 
 
 def test_cert_manager_injects_the_ca() -> None:
@@ -137,9 +153,7 @@ def test_chart_sends_the_webhook_what_the_managed_controller_sends() -> None:
         assert chart[field] == managed[field], field
 
 
-@pytest.mark.parametrize(
-    "values", [{}, {"agent.driver": "fake"}, {"rbac.secretsClusterWide": "true"}]
-)
+@pytest.mark.parametrize("values", [{}, {"agent.driver": "fake"}, {"agent.transferPort": "0"}])
 def test_lint_passes(values: dict[str, str]) -> None:
     result = helm.Helm().run("lint", "--strict", str(helm.CHART), *helm.sets(values))
     assert result.ok, result.stdout + result.stderr
@@ -170,7 +184,7 @@ def test_values_outside_the_schema_are_refused(
 
 @pytest.mark.parametrize(
     "values",
-    [{}, {"agent.driver": "fake", "rbac.secretsClusterWide": "true", "crds.keep": "false"}],
+    [{}, {"agent.driver": "fake", "crds.keep": "false"}],
     ids=["default", "fake-driver"],
 )
 def test_rendered_chart_is_accepted_by_the_api_server(
@@ -208,9 +222,14 @@ def test_webhook_ca_matches_the_secret_and_survives_upgrade(
     assert webhook["clientConfig"]["service"]["path"] == "/validate-instance"
     assert webhook["clientConfig"]["caBundle"] == kube_b64(before["ca.crt"])
 
+    key = helm.secret_data(installed, "kubenova-transfer-key")["key"]
+    assert len(key) >= 32
+
     upgraded = helm.Helm(plane.kubeconfig).install({"controller.weigher": "pack"})
     assert upgraded.ok, upgraded.stderr
     assert helm.secret_data(installed, "kubenova-webhook-tls") == before
+    # A new key would fail the transfers in flight: it is generated once, like the CA.
+    assert helm.secret_data(installed, "kubenova-transfer-key")["key"] == key
     hook = installed.get_json("validatingwebhookconfiguration", "kubenova-webhook")
     assert hook["webhooks"][0]["clientConfig"]["caBundle"] == kube_b64(before["ca.crt"])
 

@@ -28,6 +28,10 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- printf "%s-webhook" (include "kubenova.fullname" .) -}}
 {{- end -}}
 
+{{- define "kubenova.transferKeySecret" -}}
+{{- printf "%s-transfer-key" (include "kubenova.fullname" .) -}}
+{{- end -}}
+
 {{- define "kubenova.webhookSecret" -}}
 {{- printf "%s-webhook-tls" (include "kubenova.fullname" .) -}}
 {{- end -}}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import pathlib
 from typing import Any
 
 from aiohttp import web
@@ -121,10 +122,22 @@ class Node:
         ):
             return None
         path = self.driver.disk_path(spec["instanceUuid"])
-        token = await self.objs.secret_value(
-            namespace, name + names.TRANSFER_SECRET_SUFFIX, names.TRANSFER_TOKEN_KEY
-        )
-        return transfer.Offer(path=path, token=token) if path and token else None
+        try:
+            token = self.transfer_token(body["metadata"]["uid"])
+        except transfer.TransferError as exc:
+            log.error("agent %s: cannot serve %s/%s: %s", self.name, namespace, name, exc)
+            return None
+        return transfer.Offer(path=path, token=token) if path else None
+
+    def transfer_token(self, migration_uid: str) -> str:
+        """The migration's bearer token. The key file is read each time (one small read per
+        transfer), so a rotated key (a Secret volume is updated in place) is used at once."""
+        path = self.cfg.transfer_key_file
+        try:
+            key = pathlib.Path(path).read_bytes().strip() if path else b""
+        except OSError as exc:
+            raise transfer.TransferError(f"transfer key {path}: {exc.strerror}") from exc
+        return transfer.token(key, migration_uid)
 
     async def _serve_disks(self) -> None:
         runner = web.AppRunner(transfer.app(self.offer), access_log=None)

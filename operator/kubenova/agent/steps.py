@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from kubenova import faults
 from kubenova.agent import transfer
-from kubenova.api import instance, migration, names
+from kubenova.api import instance, migration
 from kubenova.drivers import base
 from kubenova.kube import objects
 from kubenova.lifecycle import conditions
@@ -145,12 +145,8 @@ async def _receive_disk(node: Node, mig: migration.Migration, uuid: str) -> None
         raise base.DriverError(
             f"source node {source} serves no disks (agent without --transfer-port)"
         )
-    token = await node.objs.secret_value(
-        ns, name + names.TRANSFER_SECRET_SUFFIX, names.TRANSFER_TOKEN_KEY
-    )
-    if token is None:
-        raise base.DriverError(f"transfer secret of {name} is missing")
     try:
+        token = node.transfer_token(mig.metadata.uid)
         sent = await metrics.timed_step(
             "transfer_disk",
             node.driver.name,

@@ -1,7 +1,8 @@
 """Cross-node disk hand-off: the destination agent pulls the disk from the source agent.
 
-One HTTP GET per disk, authenticated by the migration's own secret (a bearer token);
-the path on disk comes from the migration, never from the request. The body is:
+One HTTP GET per disk, authenticated by the migration's own token (a bearer token derived
+from the agents' shared transfer key and the Migration's uid: `token()`); the path on disk
+comes from the migration, never from the request. The body is:
 
     b"KNOVA2\\n" + JSON line {"size": <file size>}
     repeated: offset (8 bytes, big-endian) | length (8 bytes) | data      <- allocated data only
@@ -18,12 +19,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import hashlib
 import hmac
 import json
 import logging
 import os
 import pathlib
 import re
+import secrets
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -46,6 +49,29 @@ NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")  # DNS-1123: no '/', no '
 
 class TransferError(Exception):
     pass
+
+
+def ensure_key_file(path: pathlib.Path) -> pathlib.Path:
+    """A random transfer key at `path` (kept if there): what the Helm chart's Secret holds,
+    for agents started by hand (make up, tests). Readable by its owner only."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+    return path
+
+
+def token(key: bytes, migration_uid: str) -> str:
+    """The bearer token of one migration: HMAC-SHA256 of its uid under the transfer key.
+    Both agents compute it from what they already hold, so no per-migration Secret is
+    written (a write and an API round trip saved on every cross-node move) and no agent
+    needs to read Secrets; a token is worth one migration's disk, and a new Migration
+    (a new uid) gets a new one."""
+    if not key:
+        raise TransferError("no transfer key (agent --transfer-key-file)")
+    mac = hmac.new(key, b"kubenova-transfer/v1:" + migration_uid.encode(), hashlib.sha256)
+    return mac.hexdigest()
 
 
 @dataclasses.dataclass(frozen=True)

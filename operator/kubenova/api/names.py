@@ -27,11 +27,6 @@ ANNOTATION_MIGRATE = f"{GROUP}/migrate"
 
 FINALIZER = f"{GROUP}/cleanup"
 
-# The per-migration Secret guarding a cross-node disk transfer: `<migration>-transfer`,
-# key `token`, owned by the Migration (garbage-collected with it).
-TRANSFER_SECRET_SUFFIX = "-transfer"
-TRANSFER_TOKEN_KEY = "token"
-
 
 class ResizeAction(enum.StrEnum):
     """Values of the resize annotation, accepted only in VERIFY_RESIZE."""

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import datetime
 import logging
-import secrets
 import time
 from collections.abc import Callable
 from typing import Any
@@ -253,7 +252,6 @@ class Runtime:
         self.store.put("Migration", created)  # the claim is now in the store and the API
         claimed()
         faults.point("controller", f"{step}:migration-created")
-        await self._ensure_transfer_secret(created)
         started = await self.objs.set_phase(
             objects.MIGRATION,
             meta["namespace"],
@@ -270,40 +268,8 @@ class Runtime:
         faults.point("controller", f"{step}:migration-started")
         return started
 
-    async def _ensure_transfer_secret(self, mig: dict[str, Any]) -> None:
-        """A cross-node migration gets its own random token, in a Secret it owns; only the
-        two agents of the migration read it (the destination to ask, the source to check)."""
-        spec, meta = mig["spec"], mig["metadata"]
-        if spec["sourceNode"] == spec["destNode"]:
-            return
-        body = {
-            "metadata": {
-                "name": meta["name"] + names.TRANSFER_SECRET_SUFFIX,
-                "namespace": meta["namespace"],
-                "labels": {
-                    names.LABEL_SOURCE_NODE: spec["sourceNode"],
-                    names.LABEL_DEST_NODE: spec["destNode"],
-                },
-                "ownerReferences": [
-                    {
-                        "apiVersion": names.API_VERSION,
-                        "kind": "Migration",
-                        "name": meta["name"],
-                        "uid": meta["uid"],
-                        "controller": True,
-                        "blockOwnerDeletion": True,
-                    }
-                ],
-            },
-            "type": "Opaque",
-            "stringData": {names.TRANSFER_TOKEN_KEY: secrets.token_hex(32)},
-        }
-        await self.objs.create_secret(meta["namespace"], body)
-
     async def _advance(self, namespace: str, change: plan_mod.PhaseChange) -> None:
         current = self.store.get("Migration", f"{namespace}/{change.name}")
-        if change.old is None and current is not None:
-            await self._ensure_transfer_secret(current)  # adopted after a crash
         body = await self.objs.set_phase(
             objects.MIGRATION,
             namespace,

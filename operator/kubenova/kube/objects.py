@@ -7,7 +7,6 @@ writes per resize can be counted in one place (`WRITES`).
 from __future__ import annotations
 
 import asyncio
-import base64
 import collections
 import dataclasses
 import functools
@@ -90,7 +89,6 @@ class Objects:
         # Any: the generated stubs take positional group/version/plural in an order mypy
         # cannot follow through *args, and omit the `_content_type` override we need.
         self.custom: Any = client.CustomObjectsApi(api)
-        self.core: Any = client.CoreV1Api(api)
 
     def _args(self, kind: Kind, namespace: str | None) -> tuple[Any, ...]:
         if kind.namespaced:
@@ -191,25 +189,6 @@ class Objects:
         if transition:
             ops.append({"op": "add", "path": "/status/phaseTransitions/-", "value": transition})
         return await self.patch(kind, namespace, name, ops, status=True)
-
-    async def create_secret(self, namespace: str, body: dict[str, Any]) -> None:
-        """Create a Secret; one that already exists (a retry) is left as it is."""
-        WRITES["Secret"] += 1
-        try:
-            await self.core.create_namespaced_secret(namespace, body)
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
-
-    async def secret_value(self, namespace: str, name: str, key: str) -> str | None:
-        try:
-            secret = await self.core.read_namespaced_secret(name, namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        value = (secret.data or {}).get(key)
-        return base64.b64decode(value).decode() if value else None
 
     @_retry_throttled
     async def list(

@@ -96,7 +96,8 @@ def test_make_up_readme_walkthrough_then_make_down() -> None:
     for pid in pids.values():
         assert not _running(pid), f"pid {pid} still runs"
     # Only this environment's guests: tests beside this one run their own on the same libvirtd.
-    assert _domains_with_disks_under(STATE / "instances") == []
+    left = _domains_with_disks_under(STATE / "instances")
+    assert left == [], f"{left} outlived make down:\n{down.stderr}"
 
 
 def _last_report(console: pathlib.Path) -> tuple[str, str] | None:

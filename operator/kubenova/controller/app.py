@@ -91,41 +91,58 @@ def webhook_configuration(url: str, ca_bundle: bytes) -> dict[str, Any]:
     }
 
 
+def _webhook_url(cfg: settings_mod.Controller) -> str:
+    host, port = cfg.webhook_host, cfg.webhook_port
+    return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+
+
 async def register_webhook_configuration(
     api: client.ApiClient, cfg: settings_mod.Controller
 ) -> None:
     """Once the webhook server answers, point the API server at it (create or replace)."""
-    host, port = cfg.webhook_host, cfg.webhook_port
     for _ in range(300):  # kopf starts the server soon after startup
         try:
-            _, writer = await asyncio.open_connection(cfg.webhook_bind or host, port)
+            _, writer = await asyncio.open_connection(
+                cfg.webhook_bind or cfg.webhook_host, cfg.webhook_port
+            )
         except OSError:
             await asyncio.sleep(0.1)
             continue
         writer.close()
         break
     ca = (pathlib.Path(cfg.webhook_cert_dir or DEFAULT_CERT_DIR) / "webhook-ca.crt").read_bytes()
-    netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     # A plain dict is sent as is (the client's typed models are not needed for that).
-    body: Any = webhook_configuration(f"https://{netloc}", ca)
-    admission = client.AdmissionregistrationV1Api(api)
+    body: Any = webhook_configuration(_webhook_url(cfg), ca)
+    configs = client.AdmissionregistrationV1Api(api)
     try:
-        await admission.create_validating_webhook_configuration(body)
+        await configs.create_validating_webhook_configuration(body)
     except client.ApiException as exc:
         if exc.status != 409:
             raise
-        current = await admission.read_validating_webhook_configuration(WEBHOOK_CONFIG)
+        current = await configs.read_validating_webhook_configuration(WEBHOOK_CONFIG)
         body["metadata"]["resourceVersion"] = current.metadata.resource_version
-        await admission.replace_validating_webhook_configuration(WEBHOOK_CONFIG, body)
-    log.info("webhook configuration %s points at %s", WEBHOOK_CONFIG, netloc)
+        await configs.replace_validating_webhook_configuration(WEBHOOK_CONFIG, body)
+    log.info("webhook configuration %s points at %s", WEBHOOK_CONFIG, _webhook_url(cfg))
 
 
-async def unregister_webhook_configuration(api: client.ApiClient) -> None:
-    """A stopped controller's configuration would only cost every request a failed call."""
+async def unregister_webhook_configuration(
+    api: client.ApiClient, cfg: settings_mod.Controller
+) -> None:
+    """A stopped controller's configuration would only cost every request a failed call;
+    one that another controller has since pointed at itself is left alone."""
+    configs = client.AdmissionregistrationV1Api(api)
     with contextlib.suppress(client.ApiException):
-        await client.AdmissionregistrationV1Api(api).delete_validating_webhook_configuration(
-            WEBHOOK_CONFIG
-        )
+        current = await configs.read_validating_webhook_configuration(WEBHOOK_CONFIG)
+        urls = {w.client_config.url for w in current.webhooks or []}
+        if urls == {f"{_webhook_url(cfg)}/{WEBHOOK_ID}"}:
+            await configs.delete_validating_webhook_configuration(
+                WEBHOOK_CONFIG,
+                body=client.V1DeleteOptions(
+                    preconditions=client.V1Preconditions(
+                        resource_version=current.metadata.resource_version
+                    )
+                ),
+            )
 
 
 def _webhook_server(cfg: settings_mod.Controller) -> kopf.WebhookServer:

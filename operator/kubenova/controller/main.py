@@ -72,7 +72,7 @@ async def run(cfg: settings_mod.Controller) -> None:
     @kopf.on.cleanup()
     async def on_cleanup_controller(**_: object) -> None:
         if managed_webhook:
-            await app.unregister_webhook_configuration(api)
+            await app.unregister_webhook_configuration(api, cfg)
         if elector is not None:
             await elector.release()
         await rt.stop()

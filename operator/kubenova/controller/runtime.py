@@ -31,7 +31,10 @@ from kubenova.scheduling import scheduler
 log = logging.getLogger(__name__)
 
 HYPERVISOR_SYNC_SECONDS = 2.0  # up/down is re-judged at least this often
-USAGE_DEBOUNCE_SECONDS = 0.2  # claims that change together are written together
+# Claims that change within this long are written together. Usage is for people and
+# dashboards (decisions use the claims in memory), so a second's delay costs nothing and
+# folds a resize's claim and release on a node, and a burst's, into fewer writes.
+USAGE_DEBOUNCE_SECONDS = 1.0
 
 
 def now() -> datetime.datetime:

@@ -8,7 +8,6 @@ persisted, and put in the store, before the lock is released.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
 import logging
 import time
@@ -304,9 +303,11 @@ class Runtime:
         last_full = 0.0
         while True:
             probes.HEALTH.beat("hypervisor-sync", within=60)  # a sync may take long at scale
-            with contextlib.suppress(TimeoutError):
+            try:
                 await asyncio.wait_for(self.usage_changed.wait(), HYPERVISOR_SYNC_SECONDS)
-            await asyncio.sleep(USAGE_DEBOUNCE_SECONDS)
+                await asyncio.sleep(USAGE_DEBOUNCE_SECONDS)  # a change woke us: gather more
+            except TimeoutError:
+                pass
             self.usage_changed.clear()
             changed = self.store.take_changed()
             full = loop.time() - last_full >= HYPERVISOR_SYNC_SECONDS

@@ -47,15 +47,16 @@ def test_same_host_resize_then_confirm(env: Env) -> None:
     usage_is(env, "node-a", SMALL)
     guest = env.guests("node-a")[inst["status"]["uuid"]]
     assert guest["resize"] is None  # the revert point was deleted on confirm
-    reasons = [r for _, r, _ in env.events("vm")]
-    assert {
+    expected = {
         "Scheduled",
         "Spawned",
         "ResizeScheduled",
         "VerifyResize",
         "ConfirmResize",
         "ResizeConfirmed",
-    } <= set(reasons)
+    }
+    # Events are posted in the background, just after the write they describe.
+    env.wait_for(lambda: expected <= {r for _, r, _ in env.events("vm")}, what=str(expected))
 
 
 def test_resize_then_revert_restores_the_old_flavor(env: Env) -> None:

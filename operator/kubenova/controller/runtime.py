@@ -78,6 +78,7 @@ class Runtime:
     async def stop(self) -> None:
         for task in self.tasks:
             task.cancel()
+        await self.events.close()
         await self.api.close()
 
     # --- watch events (from kopf) ------------------------------------------------------------
@@ -217,7 +218,7 @@ class Runtime:
         self.usage_changed.set()
         self.telemetry.applied(f"{ns}/{name}", obs.migration, plan)
         for event in plan.events:
-            await self.events.post(body, event.type.value, event.reason, event.message)
+            self.events.post(body, event.type.value, event.reason, event.message)
         if plan.remove_finalizer:
             await self._remove_finalizer(body)
 

@@ -1,7 +1,14 @@
-"""Kubernetes Events on kubenova objects: what `kubectl describe` and `kubectl events` show."""
+"""Kubernetes Events on kubenova objects: what `kubectl describe` and `kubectl events` show.
+
+Posted in the background, as client-go's event broadcaster does: a reconcile queues its
+events and goes on, so an Event never holds up the writes that move a resize along (each
+post is an API round trip), and a slow or failing API server delays only the Events.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime
 import logging
 import uuid
@@ -15,14 +22,51 @@ from kubenova.api import names
 log = logging.getLogger(__name__)
 
 
+QUEUE_SIZE = 1000  # client-go's broadcaster buffer; beyond it events are dropped, logged
+SENDERS = 4  # posts in flight: enough to keep up with 1,000 concurrent resizes
+
+
 class Recorder:
     def __init__(self, api: client.ApiClient, component: str, instance: str) -> None:
         self.core: Any = client.CoreV1Api(api)  # Any: we send a plain dict, not a CoreV1Event
         self.component = component
         self.instance = instance
+        self._queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue(QUEUE_SIZE)
+        self._senders: list[asyncio.Task[None]] = []
 
-    async def post(self, obj: dict[str, Any], type_: str, reason: str, message: str) -> None:
-        """Post one event; failures are logged, never raised (events are best effort)."""
+    def post(self, obj: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        """Queue one event for posting; never blocks, never raises (events are best effort)."""
+        if not self._senders:
+            self._senders = [asyncio.create_task(self._send()) for _ in range(SENDERS)]
+        try:
+            self._queue.put_nowait(self._event(obj, type_, reason, message))
+        except asyncio.QueueFull:
+            log.warning(
+                "event %s on %s dropped: %d queued", reason, obj["metadata"]["name"], QUEUE_SIZE
+            )
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Post what is queued (for up to `timeout` seconds), then stop."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._queue.join(), timeout)
+        for task in self._senders:
+            task.cancel()
+
+    async def _send(self) -> None:
+        while True:
+            namespace, body = await self._queue.get()
+            try:
+                await self.core.create_namespaced_event(namespace, body)
+            except ApiException as exc:
+                log.warning("event %s not posted: %s", body["reason"], exc.reason)
+            except Exception:
+                log.exception("event %s not posted", body["reason"])
+            finally:
+                self._queue.task_done()
+
+    def _event(
+        self, obj: dict[str, Any], type_: str, reason: str, message: str
+    ) -> tuple[str, dict[str, Any]]:
         meta = obj["metadata"]
         now = datetime.datetime.now(datetime.UTC)
         namespace = meta.get("namespace") or "default"
@@ -46,7 +90,4 @@ class Recorder:
             "lastTimestamp": now.isoformat(),
             "count": 1,
         }
-        try:
-            await self.core.create_namespaced_event(namespace, body)
-        except ApiException as exc:
-            log.warning("event %s on %s not posted: %s", reason, meta["name"], exc.reason)
+        return namespace, body

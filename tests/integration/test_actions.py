@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from tests.env import Env
@@ -11,6 +13,11 @@ pytestmark = pytest.mark.controlplane
 
 def warnings(env: Env, name: str) -> list[str]:
     return [m for t, _, m in env.events(name) if t == "Warning"]
+
+
+def warned(env: Env, matches: Callable[[str], bool], name: str = "vm") -> None:
+    """A Warning event on `name` matches (events are posted just after their write)."""
+    env.wait_for(lambda: any(matches(w) for w in warnings(env, name)), what="the warning")
 
 
 def annotations(env: Env, name: str) -> dict[str, str]:
@@ -33,9 +40,7 @@ def test_confirm_or_revert_outside_verify_resize(active: Env, action: str) -> No
         lambda: "compute.kubenova.io/resize" not in annotations(active, "vm"),
         what="annotation removed",
     )
-    assert any(
-        f"resize={action} ignored" in w and "VERIFY_RESIZE" in w for w in warnings(active, "vm")
-    )
+    warned(active, lambda w: f"resize={action} ignored" in w and "VERIFY_RESIZE" in w)
     assert active.phase("vm") == "ACTIVE"
     assert active.migrations() == []
 
@@ -48,9 +53,7 @@ def test_unknown_action_value_in_verify_resize(active: Env) -> None:
         lambda: "compute.kubenova.io/resize" not in annotations(active, "vm"),
         what="annotation removed",
     )
-    assert any(
-        "resize=yes-please ignored: use confirm or revert" in w for w in warnings(active, "vm")
-    )
+    warned(active, lambda w: "resize=yes-please ignored: use confirm or revert" in w)
     assert active.phase("vm") == "VERIFY_RESIZE"
     assert active.migrations()[0]["status"]["phase"] == "finished"
 
@@ -147,7 +150,7 @@ def test_controller_rechecks_when_the_webhook_is_bypassed(env: Env) -> None:
         )
 
     env.wait_for(reported, what="FlavorValid=False FlavorNotFound")
-    assert any("flavor m9.unknown does not exist" in w for w in warnings(env, "vm"))
+    warned(env, lambda w: "flavor m9.unknown does not exist" in w)
     assert env.phase("vm") == "ACTIVE"
     assert env.migrations() == []
 

@@ -167,8 +167,11 @@ def test_auto_confirm_after_the_window(env: Env) -> None:
     inst = env.wait_phase("vm", "ACTIVE", timeout=30)
     assert inst["status"]["flavor"]["name"] == "m1.small"
     assert env.migrations()[0]["status"]["phase"] == "confirmed"
-    assert any(
-        r == "ConfirmResize" and "auto-confirmed after 2s" in m for _, r, m in env.events("vm")
+    env.wait_for(
+        lambda: any(
+            r == "ConfirmResize" and "auto-confirmed after 2s" in m for _, r, m in env.events("vm")
+        ),
+        what="ConfirmResize auto-confirmed",
     )
 
 
@@ -187,7 +190,10 @@ def test_no_valid_host_then_a_new_hypervisor_joins(env: Env) -> None:
     env.wait_for(failed, what="ResizeFailed NoValidHost")
     inst = env.instance("vm")
     assert (inst["status"]["phase"], inst["status"]["flavor"]["name"]) == ("ACTIVE", "m1.tiny")
-    assert ("Warning", "NoValidHost") in [(t, r) for t, r, _ in env.events("vm")]
+    env.wait_for(
+        lambda: ("Warning", "NoValidHost") in [(t, r) for t, r, _ in env.events("vm")],
+        what="NoValidHost event",
+    )
 
     env.start_agent("node-b", "vcpus=8,memoryMiB=16384,diskGiB=200")
     inst = env.wait_phase("vm", "VERIFY_RESIZE")

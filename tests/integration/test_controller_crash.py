@@ -23,9 +23,9 @@ RESIZE = [
     "VerifyResize:status",
 ]
 CONFIRM = [
+    # A confirm writes only the Migration: the annotation goes, and taskState shows
+    # resize_confirming, only once the confirm has lasted (lifecycle.PROGRESS_SECONDS).
     "ConfirmResize:migration-confirming",
-    "ConfirmResize:main",
-    "ConfirmResize:status",
     "ResizeConfirmed:main",
     "ResizeConfirmed:status",
 ]

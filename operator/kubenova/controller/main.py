@@ -22,6 +22,11 @@ from kubenova.observability import probes
 log = logging.getLogger(__name__)
 
 
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("webhook configuration not registered", exc_info=task.exception())
+
+
 async def run(cfg: settings_mod.Controller) -> None:
     api = await client.connect(cfg.kubeconfig)
     rt = runtime.Runtime(api, cfg)
@@ -40,6 +45,7 @@ async def run(cfg: settings_mod.Controller) -> None:
     if cfg.webhook_port:
         app.register_webhook()
     managed_webhook = bool(cfg.webhook_port and cfg.webhook_managed)
+    registering: set[asyncio.Task[None]] = set()  # a reference, so the task is not collected
     primed = asyncio.Event()
     probes.HEALTH.ready_when("store primed", primed.is_set)
     prometheus_client.REGISTRY.register(telemetry.StoreCollector(rt.store))
@@ -66,8 +72,10 @@ async def run(cfg: settings_mod.Controller) -> None:
     async def on_startup_controller(settings: kopf.OperatorSettings, **_: object) -> None:
         app.configure(settings, cfg)
         rt.tasks.append(asyncio.create_task(lead()))
-        if managed_webhook:
-            rt.tasks.append(asyncio.create_task(app.register_webhook_configuration(api, cfg)))
+        if managed_webhook:  # one-shot: not among the tasks whose end fails /healthz
+            task = asyncio.create_task(app.register_webhook_configuration(api, cfg))
+            registering.add(task)
+            task.add_done_callback(_log_failure)
 
     @kopf.on.cleanup()
     async def on_cleanup_controller(**_: object) -> None:

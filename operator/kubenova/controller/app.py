@@ -12,6 +12,7 @@ import base64
 import contextlib
 import logging
 import pathlib
+from collections.abc import Iterable
 from typing import Any
 
 import kopf
@@ -52,8 +53,27 @@ RULES = [
 ]
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """No change detection: kubenova has only raw-event handlers, so kopf's diff base (a
+    deep copy and a diff of every object on every watch event, ~5 % of the controller's
+    busy time under 1,000 concurrent resizes in py-spy) serves nothing. Nothing is stored
+    on the objects either way."""
+
+    def build(
+        self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None
+    ) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
+
+
 def configure(settings: kopf.OperatorSettings, cfg: settings_mod.Controller) -> None:
     settings.posting.level = logging.WARNING  # kubenova posts its own events
+    settings.persistence.diffbase_storage = NoDiffBase()
     settings.watching.connect_timeout = 10
     if cfg.webhook_port:
         settings.admission.server = _webhook_server(cfg)

@@ -230,16 +230,11 @@ async def on_event_flavor(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> No
 
 
 def register_webhook() -> None:
-    """Only with a webhook server: kopf refuses to start admission handlers without one."""
-    # ignore_failures: with the controller down, users can still confirm, revert and edit;
-    # the controller re-checks every flavor change and reports FlavorValid=False.
+    """Only with a webhook server: kopf refuses to start admission handlers without one.
+    Which requests reach it, and the failure policy, are the webhook configuration's:
+    `webhook_configuration` (make up, tests) or the Helm chart's."""
     kopf.on.validate(
-        names.GROUP,
-        names.VERSION,
-        "instances",
-        operations=["CREATE", "UPDATE"],
-        id=WEBHOOK_ID,
-        ignore_failures=True,
+        names.GROUP, names.VERSION, "instances", operations=["CREATE", "UPDATE"], id=WEBHOOK_ID
     )(on_validate_instance)
 
 

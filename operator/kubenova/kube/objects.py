@@ -1,13 +1,12 @@
 """Reading and writing kubenova objects: merge patches, compare-and-swap, creates.
 
-Every write the controller and agents make goes through here, so the number of API
-writes per resize can be counted in one place (`WRITES`).
+Every write the controller and agents make goes through here (the fleet benchmark counts
+them from the API server's own metrics).
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import dataclasses
 import functools
 from collections.abc import Awaitable, Callable
@@ -22,7 +21,6 @@ MERGE = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 
 # kind -> number of write requests this process made (create, patch); for benchmarks.
-WRITES: collections.Counter[str] = collections.Counter()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,7 +112,6 @@ class Objects:
     async def create(
         self, kind: Kind, namespace: str | None, body: dict[str, Any]
     ) -> dict[str, Any]:
-        WRITES[kind.kind] += 1
         try:
             if kind.namespaced:
                 result = await self.custom.create_namespaced_custom_object(
@@ -139,7 +136,6 @@ class Objects:
         status: bool = False,
     ) -> dict[str, Any]:
         """Merge patch (dict) or JSON patch (list) of the object or its /status."""
-        WRITES[kind.kind] += 1
         content_type = JSON_PATCH if isinstance(body, list) else MERGE
         if kind.namespaced:
             fn = (

@@ -366,11 +366,8 @@ def _show_task(
     if st.phase is not phase or (st.task_state or TaskState.NONE) is task:
         d.phase(phase, task)
         return None
-    entered = next(
-        (t.time for t in reversed(mig.status.phase_transitions) if t.phase is mig.status.phase),
-        None,
-    )
-    lasted = (obs.now - entered).total_seconds() if entered else PROGRESS_SECONDS
+    since = entered(mig, mig.status.phase) if mig.status.phase else None
+    lasted = (obs.now - since).total_seconds() if since else PROGRESS_SECONDS
     if lasted >= PROGRESS_SECONDS:
         d.phase(phase, task)
         return None
@@ -409,10 +406,9 @@ def _landed(d: Draft, mig: migration.Migration, *, dest: bool, final: bool = Fal
         d.label(names.LABEL_NODE, node)
 
 
-def finished_at(mig: migration.Migration) -> datetime.datetime | None:
-    return next(
-        (t.time for t in reversed(mig.status.phase_transitions) if t.phase is MPhase.FINISHED), None
-    )
+def entered(mig: migration.Migration, phase: MPhase) -> datetime.datetime | None:
+    """When the migration last entered `phase` (its own record of transitions)."""
+    return next((t.time for t in reversed(mig.status.phase_transitions) if t.phase is phase), None)
 
 
 def _verify(obs: Observed, d: Draft, mig: migration.Migration) -> plan.Plan:
@@ -449,7 +445,7 @@ def _verify(obs: Observed, d: Draft, mig: migration.Migration) -> plan.Plan:
             migration_phase=plan.PhaseChange(mig.metadata.name, MPhase.FINISHED, MPhase.REVERTING)
         )
     window = obs.settings.confirm_window_seconds
-    done = finished_at(mig)
+    done = entered(mig, MPhase.FINISHED)
     due = done + datetime.timedelta(seconds=window) if window > 0 and done else None
     if action == names.ResizeAction.CONFIRM or (due is not None and obs.now >= due):
         how = "confirmed" if action else f"auto-confirmed after {window:g}s"

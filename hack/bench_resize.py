@@ -43,22 +43,23 @@ def one(driver: libvirt.LibvirtDriver, image: pathlib.Path, gib: int) -> dict[st
     uuid = str(uuids.uuid4())
     old, new = Amount(1, 256, gib + 2), Amount(2, 512, gib + 4)
     run = asyncio.run
-    run(driver.spawn(base.Guest(uuid, old, str(image), power_on=False)))
+    mig = str(uuids.uuid4())  # the Migration's uid: the driver marks its artefacts with it
+    run(driver.spawn(base.Guest(uuid, old, image.name, power_on=False)))
     try:
         write_data(driver.root / uuid / "disk", gib)
         run(driver.power_on(uuid))
 
         began = time.perf_counter()
-        run(driver.migrate_disk_and_power_off(uuid, same_host=True, timeout=0))
+        run(driver.migrate_disk_and_power_off(uuid, migration=mig, same_host=True, timeout=0))
         run(
             driver.finish_migration(
-                base.Guest(uuid, new, str(image), power_on=True), same_host=True
+                base.Guest(uuid, new, image.name, power_on=True), migration=mig, same_host=True
             )
         )
         overlay = time.perf_counter() - began
 
         began = time.perf_counter()
-        run(driver.confirm_migration(uuid, same_host=True))
+        run(driver.confirm_migration(uuid, migration=mig, same_host=True))
         confirm = time.perf_counter() - began
 
         # Nova-style on the same disk and file system: power off, copy all of it, start.
@@ -85,9 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     shutil.rmtree(args.dir, ignore_errors=True)
     driver = libvirt.LibvirtDriver(
-        uri="qemu:///system", instances_path=args.dir / "instances", virt_type="qemu"
+        uri="qemu:///system",
+        instances_path=args.dir / "instances",
+        images_path=args.dir / "images",
+        virt_type="qemu",
     )
-    image = args.dir / "image"
+    image = args.dir / "images" / "blank"  # no disk.qcow2: a blank disk of the flavor's size
     image.mkdir(parents=True)
     results = {}
     for gib in (int(s) for s in args.sizes.split(",")):

@@ -10,6 +10,7 @@ from kubenova.api import common, flavor, instance, migration, names
 T0 = datetime.datetime(2026, 11, 27, 12, 0, tzinfo=datetime.UTC)
 TINY = common.FlavorSnapshot(name="m1.tiny", vcpus=1, memory_mib=512, disk_gib=1)
 SMALL = common.FlavorSnapshot(name="m1.small", vcpus=1, memory_mib=2048, disk_gib=20)
+UID = "11111111-2222-4333-8444-555555555555"  # the Instance's uid, and so its uuid
 
 
 def flavor_spec(snap: common.FlavorSnapshot = SMALL, **overrides: Any) -> flavor.FlavorSpec:
@@ -32,7 +33,7 @@ def inst(
             "metadata": {
                 "name": "vm",
                 "namespace": "default",
-                "uid": "11111111-2222-4333-8444-555555555555",
+                "uid": UID,
                 "generation": 1,
                 "annotations": annotations or {},
                 "labels": labels or {},
@@ -64,7 +65,7 @@ def active(
         "phase": "ACTIVE",
         "node": node,
         "flavor": snap.to_wire(),
-        "uuid": "u",
+        "uuid": UID,
         "host": host(snap=snap),
         **extra,
     }
@@ -85,7 +86,7 @@ def mig(
             "metadata": {"name": "vm-abc", "namespace": "default"},
             "spec": {
                 "instanceName": "vm",
-                "instanceUuid": "u",
+                "instanceUuid": UID,
                 "type": type_,
                 "sourceNode": source,
                 "destNode": dest,

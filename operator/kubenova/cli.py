@@ -109,6 +109,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     agent.add_argument("--heartbeat-interval-seconds", type=float)
     agent.add_argument(
+        "--resync-seconds", type=float, help="reconcile every instance this often (default 30)"
+    )
+    agent.add_argument(
+        "--orphan-sweep-seconds", type=float, help="look for orphaned guests this often (60)"
+    )
+    agent.add_argument(
+        "--orphan-grace-seconds",
+        type=float,
+        help="quarantine a guest whose Instance was gone on sweeps this far apart (300)",
+    )
+    agent.add_argument(
+        "--quarantine-keep-seconds",
+        type=float,
+        help="delete quarantined guests after this long (default a week)",
+    )
+    agent.add_argument(
         "--node-count",
         type=int,
         help="fake driver, scale tests: simulate N nodes named <node>0000.. in one process",

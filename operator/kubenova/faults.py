@@ -2,7 +2,9 @@
 
 Armed by one setting (`KUBENOVA_FAULT=<component>:<point>`); a no-op otherwise. The
 tests kill at every boundary of a resize, a confirm and a revert, restart the process
-and check that it converges.
+and check that it converges. `<component>:fail-once:<point>` instead makes the step at
+that point fail the first time it runs in this process (a failed block job, a rebase
+that runs out of space): the failure paths run for real, and the retry succeeds.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import signal
 log = logging.getLogger(__name__)
 
 _armed: str = ""
+_failed: set[str] = set()
 
 
 def arm(spec: str) -> None:
@@ -27,3 +30,13 @@ def point(component: str, name: str) -> None:
         log.warning("fault injection: SIGKILL at %s:%s", component, name)
         logging.shutdown()
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def fail_once(component: str, name: str) -> bool:
+    """True the first time an armed `fail-once` point is reached, False otherwise."""
+    spec = f"{component}:fail-once:{name}"
+    if _armed != spec or spec in _failed:
+        return False
+    _failed.add(spec)
+    log.warning("fault injection: failing %s:%s once", component, name)
+    return True

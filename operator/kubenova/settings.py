@@ -88,6 +88,12 @@ class Agent(Common):
     disk_allocation_ratio: float = 1.0
     heartbeat_interval_seconds: float = 10.0
     shutdown_timeout_seconds: float = 60.0  # Nova's shutdown_timeout
+    # Power drift is seen within this long: every selected instance is reconciled again.
+    resync_seconds: float = 30.0
+    orphan_sweep_seconds: float = 60.0  # Nova's running_deleted_instance_poll_interval
+    # A guest is quarantined only if its Instance was absent on sweeps this far apart.
+    orphan_grace_seconds: float = 300.0
+    quarantine_keep_seconds: float = 7 * 24 * 3600.0  # a week to notice and restore by hand
     fake_latency_seconds: float = 0.0
     fake_state_file: str = ""
     fake_fail: str = ""  # comma-separated driver methods that fail (failure-path tests)
@@ -155,6 +161,10 @@ def agent_from_env(env: Mapping[str, str] | None = None, **overrides: object) ->
         "driver": env.get("KUBENOVA_DRIVER", "fake"),
         "heartbeat_interval_seconds": _float(env, "KUBENOVA_HEARTBEAT_INTERVAL_SECONDS", 10.0),
         "shutdown_timeout_seconds": _float(env, "KUBENOVA_SHUTDOWN_TIMEOUT_SECONDS", 60.0),
+        "resync_seconds": _float(env, "KUBENOVA_RESYNC_SECONDS", 30.0),
+        "orphan_sweep_seconds": _float(env, "KUBENOVA_ORPHAN_SWEEP_SECONDS", 60.0),
+        "orphan_grace_seconds": _float(env, "KUBENOVA_ORPHAN_GRACE_SECONDS", 300.0),
+        "quarantine_keep_seconds": _float(env, "KUBENOVA_QUARANTINE_KEEP_SECONDS", 604800.0),
         "cpu_allocation_ratio": _float(env, "KUBENOVA_CPU_ALLOCATION_RATIO", 4.0),
         "memory_allocation_ratio": _float(env, "KUBENOVA_MEMORY_ALLOCATION_RATIO", 1.0),
         "disk_allocation_ratio": _float(env, "KUBENOVA_DISK_ALLOCATION_RATIO", 1.0),

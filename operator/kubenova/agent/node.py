@@ -2,8 +2,10 @@
 
 Selection is server-side (label selectors): Instances labelled node / source-node /
 dest-node = this node, and Migrations labelled source-node / dest-node = this node.
-Every change of one of them queues the Instance it concerns; `steps.reconcile` then
-re-derives what this node must do from the objects and the driver (level-triggered).
+Every change of one of them queues the Instance it concerns, and every instance is queued
+again each `resync_seconds`; `steps.reconcile` then re-derives what this node must do
+from the objects and the driver (level-triggered). Nothing here destroys a guest on the
+word of a label-selected cache: the orphan sweep looks Instances up without labels.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import pathlib
+import time
 from typing import Any
 
 from aiohttp import web
@@ -22,11 +25,11 @@ from kubenova.agent import steps, transfer
 from kubenova.api import migration, names
 from kubenova.drivers import base
 from kubenova.kube import informer, objects, workqueue
+from kubenova.lifecycle import duties
 from kubenova.observability import probes
 
 log = logging.getLogger(__name__)
 
-ORPHAN_SWEEP_SECONDS = 60.0
 VERSION = "0.1.0"
 
 
@@ -121,7 +124,7 @@ class Node:
             migration.MigrationPhase.POST_MIGRATING,
         ):
             return None
-        path = self.driver.disk_path(spec["instanceUuid"])
+        path = self.driver.disk_path(spec["instanceUuid"], migration=body["metadata"]["uid"])
         try:
             token = self.transfer_token(body["metadata"]["uid"])
         except transfer.TransferError as exc:
@@ -164,6 +167,7 @@ class Node:
             asyncio.create_task(self.queue.run()),
             asyncio.create_task(self._heartbeats()),
             asyncio.create_task(self._sweep_orphans()),
+            asyncio.create_task(self._resync()),
         ]
         try:
             await asyncio.gather(*tasks)
@@ -226,20 +230,92 @@ class Node:
             except Exception as exc:
                 log.warning("heartbeat failed: %s", exc)
 
-    async def _sweep_orphans(self) -> None:
-        """Destroy what this node holds for instances that no longer exist (deleted while
-        the agent was down, or while its node was down): Nova's running-deleted cleanup."""
+    async def _resync(self) -> None:
+        """Every instance this node selects is reconciled again periodically: a guest that
+        shut down or crashed by itself is reported within one period (Nova's power sync)."""
         while True:
-            known = {
-                b.get("status", {}).get("uuid") or b["metadata"]["uid"]
-                for inf in self.instances
-                for b in inf.cache.values()
-            } | {b["spec"]["instanceUuid"] for inf in self.migrations for b in inf.cache.values()}
-            for uuid in await self.driver.list_guests():
-                if uuid not in known:
-                    log.warning("destroying orphan %s (no instance selects this node)", uuid)
-                    await self.driver.destroy(uuid)
-            await asyncio.sleep(ORPHAN_SWEEP_SECONDS)
+            await asyncio.sleep(self.cfg.resync_seconds)
+            for key in {k for inf in self.instances for k in inf.cache}:
+                self.queue.add(key)
+
+    async def _sweep_orphans(self) -> None:
+        """Nova's running-deleted cleanup, made safe: see `sweep`. A failing sweep is
+        logged and tried again next period; it never stops the agent."""
+        suspects: dict[str, float] = {}
+        while True:
+            await asyncio.sleep(self.cfg.orphan_sweep_seconds)
+            try:
+                await self.sweep(suspects, time.monotonic())
+            except Exception:
+                log.exception(
+                    "agent %s: orphan sweep failed; next in %ss",
+                    self.name,
+                    self.cfg.orphan_sweep_seconds,
+                )
+
+    async def sweep(self, suspects: dict[str, float], now: float) -> None:
+        """Quarantine what this node holds for Instances that no longer exist (deleted while
+        the agent or its node was down). Candidates are only guests carrying kubenova's
+        marker; each is looked up without labels before anything moves (duties.orphan_verdict).
+        `suspects` maps a uuid to when a sweep first found its Instance gone."""
+        selected = {
+            b.get("status", {}).get("uuid") or b["metadata"]["uid"]
+            for inf in self.instances
+            for b in inf.cache.values()
+        } | {b["spec"]["instanceUuid"] for inf in self.migrations for b in inf.cache.values()}
+        for uuid in await self.driver.list_guests():
+            mine = uuid in selected
+            exists = not mine and await self._instance_exists(uuid)
+            verdict = duties.orphan_verdict(
+                selected=mine,
+                exists=exists,
+                first_absent=suspects.get(uuid),
+                now=now,
+                grace=self.cfg.orphan_grace_seconds,
+            )
+            if verdict is duties.Verdict.KEEP:
+                if exists:
+                    log.warning(
+                        "agent %s: guest %s (%s) is not selected by this node's labels, but "
+                        "its Instance exists: left alone",
+                        self.name,
+                        uuid,
+                        self.driver.owner(uuid),
+                    )
+                suspects.pop(uuid, None)
+            elif verdict is duties.Verdict.SUSPECT:
+                if uuid not in suspects:
+                    log.info(
+                        "agent %s: guest %s has no Instance; looking again in %ss",
+                        self.name,
+                        uuid,
+                        self.cfg.orphan_grace_seconds,
+                    )
+                suspects.setdefault(uuid, now)
+            else:
+                where = await self.driver.quarantine(uuid)
+                suspects.pop(uuid, None)
+                log.warning(
+                    "agent %s: orphan %s (%s) quarantined: %s",
+                    self.name,
+                    uuid,
+                    self.driver.owner(uuid),
+                    [str(p) for p in where],
+                )
+        for name in await self.driver.purge_quarantine(self.cfg.quarantine_keep_seconds):
+            log.info("agent %s: quarantined %s purged", self.name, name)
+
+    async def _instance_exists(self, uuid: str) -> bool:
+        """Whether an Instance with this uuid exists, by a lookup that does not depend on
+        labels: a GET of the Instance the guest's marker names, else a full list."""
+        owner = self.driver.owner(uuid) or ""
+        namespace, _, name = owner.partition("/")
+        if namespace and name:
+            body = await self.objs.get(objects.INSTANCE, namespace, name)
+            found = [body] if body is not None else []
+        else:
+            found, _ = await self.objs.list(objects.INSTANCE)
+        return any((b.get("status", {}).get("uuid") or b["metadata"]["uid"]) == uuid for b in found)
 
     async def _reconcile(self, key: str) -> float | None:
         return await steps.reconcile(self, key)

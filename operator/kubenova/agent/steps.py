@@ -1,17 +1,15 @@
-"""What one node does for one Instance, re-derived each time from the objects (idempotent).
+"""What one node does for one Instance: observe, decide (lifecycle/duties.py), act thinly.
 
-Source node: pre-migrating -> set the original aside -> migrating; confirming -> delete
-the revert point -> confirmed; reverting -> restore -> reverted.
-Destination node: migrating -> post-migrating -> build the guest on the new flavor ->
-finished; cross-node reverting -> destroy its copy -> destReleased.
-The node the instance is on: spawn, power on/off, report `status.host`.
-Deletion: destroy everything local, then record `status.released[<node>]`.
-Each transition is a compare-and-swap on the phase the step started from; a crash at any
-point leaves a phase from which the same step runs again.
+The decisions are the stage table's (lifecycle/stages.py): which migration step is due on
+this node, what a failure undoes, which copy is the truth. This module only runs the
+driver call behind each duty and writes the phase that follows, as a compare-and-swap on
+the phase the step started from; a crash at any point leaves a phase from which the same
+step runs again (every driver step is idempotent, judged by the migration's markers).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 from typing import TYPE_CHECKING, Any
@@ -21,7 +19,7 @@ from kubenova.agent import transfer
 from kubenova.api import instance, migration
 from kubenova.drivers import base
 from kubenova.kube import objects
-from kubenova.lifecycle import conditions
+from kubenova.lifecycle import conditions, duties, stages
 from kubenova.observability import logs, metrics
 from kubenova.scheduling.amounts import Amount
 
@@ -30,6 +28,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 P = migration.MigrationPhase
+Duty = stages.Duty
+RESTORE_RETRY_SECONDS = 30.0  # an undo that failed (no phase to write) is tried again
 
 
 def _amount(snap: Any) -> Amount:
@@ -37,106 +37,153 @@ def _amount(snap: Any) -> Amount:
 
 
 async def reconcile(node: Node, key: str) -> float | None:
+    namespace, name = key.split("/", 1)
+    inst = _instance(node, key)
+    obs = duties.Observed(
+        node=node.name, instance=inst, migrations=tuple(node.migrations_of(namespace, name))
+    )
+    if duties.act(obs) is duties.Act.RELEASE:
+        assert inst is not None
+        await _release(node, inst)
+        return None
+    retry = await _migration_steps(node, obs)
+    inst = _instance(node, key)  # the steps' own writes are in the caches
+    if inst is None:
+        return retry
+    info = await node.driver.get_info(_uuid(inst))
+    obs = duties.Observed(
+        node=node.name,
+        instance=inst,
+        migrations=tuple(node.migrations_of(namespace, name)),
+        guest=_power(info) if info else None,
+    )
+    await _act(node, obs)
+    if inst.status.node == node.name:
+        await _report(node, _instance(node, key) or inst)
+    return retry
+
+
+def _instance(node: Node, key: str) -> instance.Instance | None:
     body = node.instance(key)
     if body is None:
         return None
     logs.bind_instance(body)
-    inst = instance.Instance.model_validate(body)
-    uuid = inst.status.uuid or inst.metadata.uid
-    if inst.metadata.deletion_timestamp is not None:
-        await _release(node, inst, uuid)
-        return None
-    migs = node.migrations_of(inst.metadata.namespace or "default", inst.metadata.name)
-    active = next((m for m in migs if m.status.phase not in migration.FINAL_PHASES), None)
-    if active is not None:
-        await _migration_steps(node, inst, active, uuid)
-    elif inst.status.node == node.name:
-        await _node_steps(node, inst, uuid, migs)
-    if inst.status.node == node.name:
-        fresh = node.instance(key)
-        await _report(node, instance.Instance.model_validate(fresh or body), uuid)
-    return None
+    return instance.Instance.model_validate(body)
+
+
+def _uuid(inst: instance.Instance | None) -> str:
+    assert inst is not None
+    return inst.status.uuid or inst.metadata.uid
+
+
+def _power(info: base.GuestInfo) -> instance.PowerState:
+    return instance.PowerState(info.power.value)
 
 
 # --- migration steps ---------------------------------------------------------------------------
 
 
-async def _migration_steps(
-    node: Node, inst: instance.Instance, mig: migration.Migration, uuid: str
-) -> None:
-    spec = mig.spec
-    same = spec.source_node == spec.dest_node
-    # Same node: source and destination steps alternate in this one loop.
-    for _ in range(8):  # more steps than a migration has; the loop ends when nothing moves
-        phase = mig.status.phase
-        moved: migration.Migration | None = None
+async def _migration_steps(node: Node, obs: duties.Observed) -> float | None:
+    """Run the due steps until none is left; each phase written re-decides (a same-host
+    migration's source and destination steps alternate in this one loop)."""
+    done: set[tuple[str, Duty, P | None]] = set()
+    retry: float | None = None
+    for _ in range(16):  # more steps than a migration has; ends when nothing moves
+        due = [
+            t
+            for t in duties.tasks(obs)
+            if (t.migration.metadata.uid, t.work.duty, t.migration.status.phase) not in done
+        ]
+        if not due:
+            break
+        task = due[0]
+        mig = task.migration
+        done.add((mig.metadata.uid, task.work.duty, mig.status.phase))
         try:
-            if spec.source_node == node.name:
-                moved = await _source_step(node, inst, mig, uuid, same)
-            if moved is None and spec.dest_node == node.name:
-                moved = await _dest_step(node, inst, mig, uuid, same)
+            moved = await _run(node, obs, task)
         except base.DriverError as exc:
-            log.error("migration %s failed in %s: %s", mig.metadata.name, phase, exc)
-            await _fail(node, mig, str(exc))
-            return
-        if moved is None:
-            return
-        mig = moved
+            log.error("migration %s: %s failed: %s", mig.metadata.name, task.work.duty, exc)
+            moved = await _failed(node, task, str(exc))
+            if moved is None:
+                retry = RESTORE_RETRY_SECONDS
+        if moved is not None:
+            obs = dataclasses.replace(
+                obs,
+                migrations=tuple(
+                    moved if m.metadata.uid == moved.metadata.uid else m for m in obs.migrations
+                ),
+            )
+    return retry
 
 
-async def _source_step(
-    node: Node, inst: instance.Instance, mig: migration.Migration, uuid: str, same: bool
-) -> migration.Migration | None:
-    phase = mig.status.phase
-    if phase is P.PRE_MIGRATING:
-        timeout = inst.spec.shutdown_timeout_seconds or node.cfg.shutdown_timeout_seconds
-        await node.driver.migrate_disk_and_power_off(uuid, same_host=same, timeout=timeout)
+async def _run(node: Node, obs: duties.Observed, task: duties.Task) -> migration.Migration | None:
+    mig, work = task.migration, task.work
+    spec, uid = mig.spec, mig.metadata.uid
+    same = task.role is stages.Role.SAME_HOST
+    uuid = spec.instance_uuid
+    inst = obs.instance
+    duty = work.duty
+    if duty is Duty.SET_ASIDE:
+        assert inst is not None
+        await node.driver.migrate_disk_and_power_off(
+            uuid, migration=uid, same_host=same, timeout=shutdown_timeout(node, inst)
+        )
         faults.point("agent", "source-set-aside")
-        return await _advance(node, mig, P.PRE_MIGRATING, P.MIGRATING)
-    if phase is P.CONFIRMING:
-        await node.driver.confirm_migration(uuid, same_host=same)
-        faults.point("agent", "source-confirmed")
-        return await _advance(node, mig, P.CONFIRMING, P.CONFIRMED)
-    if phase is P.REVERTING and (same or mig.status.dest_released):
-        await node.driver.finish_revert_migration(
-            _guest(inst, mig.spec.old_flavor, uuid, mig.spec.power_on), same_host=same
-        )
-        faults.point("agent", "source-reverted")
-        return await _advance(node, mig, P.REVERTING, P.REVERTED)
-    return None
-
-
-async def _dest_step(
-    node: Node, inst: instance.Instance, mig: migration.Migration, uuid: str, same: bool
-) -> migration.Migration | None:
-    phase = mig.status.phase
-    if phase is P.MIGRATING:
-        return await _advance(node, mig, P.MIGRATING, P.POST_MIGRATING)
-    if phase is P.POST_MIGRATING:
+    elif duty is Duty.BUILD:
+        assert inst is not None
         if not same:
-            await _receive_disk(node, mig, uuid)
-        guest = _guest(inst, mig.spec.new_flavor, uuid, mig.spec.power_on)
-        await node.driver.finish_migration(guest, same_host=same)
+            await _receive_disk(node, mig, _owner(inst))
+        guest = _guest(inst, spec.new_flavor, uuid, spec.power_on)
+        await node.driver.finish_migration(guest, migration=uid, same_host=same)
         faults.point("agent", "dest-finished")
-        return await _advance(node, mig, P.POST_MIGRATING, P.FINISHED)
-    if phase is P.REVERTING and not same and not mig.status.dest_released:
-        await node.driver.destroy(uuid)
-        body = await node.objs.patch(
-            objects.MIGRATION,
-            mig.metadata.namespace,
-            mig.metadata.name,
-            {"status": {"destReleased": True}},
-            status=True,
-        )
-        node.remember(body)
-        return None  # the source restores next; nothing more here
-    return None
+    elif duty is Duty.CONFIRM:
+        await node.driver.confirm_migration(uuid, migration=uid, same_host=same)
+        faults.point("agent", "source-confirmed")
+    elif duty is Duty.RELEASE:
+        await node.driver.release_migration(uuid, migration=uid)
+        if mig.status.phase is P.REVERTING:
+            body = await node.objs.patch(
+                objects.MIGRATION,
+                mig.metadata.namespace,
+                mig.metadata.name,
+                {"status": {"destReleased": True}},
+                status=True,
+            )
+            node.remember(body)
+            return migration.Migration.model_validate(body)
+    elif duty is Duty.RESTORE:
+        assert inst is not None
+        guest = _guest(inst, spec.old_flavor, uuid, spec.power_on)
+        await node.driver.finish_revert_migration(guest, migration=uid, same_host=same)
+        if work.to is not None:
+            faults.point("agent", "source-reverted")
+    if work.to is None or mig.status.phase is None:
+        return None
+    return await _advance(node, mig, mig.status.phase, work.to)
 
 
-async def _receive_disk(node: Node, mig: migration.Migration, uuid: str) -> None:
-    """Pull the disk from the source agent (idempotent: a disk already in place stays)."""
-    dest = node.driver.incoming_disk(uuid)
-    if dest is None or dest.exists():
+async def _failed(node: Node, task: duties.Task, message: str) -> migration.Migration | None:
+    """A failing duty takes the migration where the stage table says (a confirm back to
+    finished, the rest to error); an undo has nowhere to go and is retried later."""
+    mig, target = task.migration, task.work.on_failure
+    phase = mig.status.phase
+    if target is None or phase is None or migration.writer_of(phase, target) is None:
+        return None
+    return await _advance(node, mig, phase, target, message)
+
+
+def shutdown_timeout(node: Node, inst: instance.Instance) -> float:
+    """The Instance's own timeout if it sets one (0: hard power-off at once), else the
+    agent's default (Nova's shutdown_timeout)."""
+    own = inst.spec.shutdown_timeout_seconds
+    return float(own) if own is not None else node.cfg.shutdown_timeout_seconds
+
+
+async def _receive_disk(node: Node, mig: migration.Migration, owner: str) -> None:
+    """Pull the disk from the source agent, unless this migration's disk is already here."""
+    uuid = mig.spec.instance_uuid
+    dest = await node.driver.prepare_incoming(uuid, migration=mig.metadata.uid, owner=owner)
+    if dest is None:
         return
     source, ns, name = mig.spec.source_node, mig.metadata.namespace or "default", mig.metadata.name
     hv = await node.objs.get(objects.HYPERVISOR, None, source)
@@ -158,13 +205,17 @@ async def _receive_disk(node: Node, mig: migration.Migration, uuid: str) -> None
     faults.point("agent", "disk-received")
 
 
+def _owner(inst: instance.Instance) -> str:
+    return f"{inst.metadata.namespace}/{inst.metadata.name}"
+
+
 def _guest(inst: instance.Instance, flavor: Any, uuid: str, power_on: bool) -> base.Guest:
     return base.Guest(
         uuid=uuid,
         flavor=_amount(flavor),
         image=inst.spec.image,
         power_on=power_on,
-        name=f"{inst.metadata.namespace}/{inst.metadata.name}",
+        name=_owner(inst),
     )
 
 
@@ -181,18 +232,15 @@ async def _advance(
             expected=old.value,
             status=status,
             transition={"phase": new.value, "time": _now()},
+            drop_oldest=max(
+                0, len(mig.status.phase_transitions) + 1 - migration.MAX_PHASE_TRANSITIONS
+            ),
         )
     except objects.ConflictError:
         log.info("migration %s: phase moved past %s by someone else", mig.metadata.name, old)
         return None
     node.remember(body)
     return migration.Migration.model_validate(body)
-
-
-async def _fail(node: Node, mig: migration.Migration, message: str) -> None:
-    phase = mig.status.phase
-    if phase is not None and migration.writer_of(phase, P.ERROR) is not None:
-        await _advance(node, mig, phase, P.ERROR, message)
 
 
 def now() -> datetime.datetime:
@@ -207,48 +255,25 @@ def _now() -> str:
 # --- the node the instance is on ---------------------------------------------------------------
 
 
-async def _node_steps(
-    node: Node, inst: instance.Instance, uuid: str, migs: list[migration.Migration]
-) -> None:
-    st = inst.status
-    info = await node.driver.get_info(uuid)
-    running = inst.spec.power_state is instance.PowerState.RUNNING
-    if st.phase is instance.Phase.BUILD and info is None and st.flavor is not None:
-        await node.driver.spawn(
-            base.Guest(
-                uuid=uuid,
-                flavor=_amount(st.flavor),
-                image=inst.spec.image,
-                power_on=running,
-                name=inst.metadata.name,
-            )
-        )
+async def _act(node: Node, obs: duties.Observed) -> None:
+    inst = obs.instance
+    assert inst is not None
+    what = duties.act(obs)
+    uuid = _uuid(inst)
+    if what is duties.Act.SPAWN:
+        assert inst.status.flavor is not None
+        running = inst.spec.power_state is instance.PowerState.RUNNING
+        await node.driver.spawn(_guest(inst, inst.status.flavor, uuid, running))
         faults.point("agent", "spawned")
-        return
-    if st.phase is instance.Phase.ERROR:
-        # A failed resize: bring the original back (idempotent) so the controller can settle.
-        failed = [m for m in migs if m.status.phase is P.ERROR and m.spec.source_node == node.name]
-        if failed and st.flavor is not None:
-            same = failed[-1].spec.dest_node == node.name
-            await node.driver.finish_revert_migration(
-                base.Guest(
-                    uuid=uuid, flavor=_amount(st.flavor), image=inst.spec.image, power_on=running
-                ),
-                same_host=same,
-            )
-        return
-    if info is None or st.phase not in (instance.Phase.ACTIVE, instance.Phase.SHUTOFF):
-        return
-    if running and info.power is base.Power.STOPPED:
+    elif what is duties.Act.POWER_ON:
         await node.driver.power_on(uuid)
-    elif not running and info.power is base.Power.RUNNING:
-        timeout = inst.spec.shutdown_timeout_seconds or node.cfg.shutdown_timeout_seconds
-        await node.driver.power_off(uuid, timeout)
+    elif what is duties.Act.POWER_OFF:
+        await node.driver.power_off(uuid, shutdown_timeout(node, inst))
 
 
-async def _report(node: Node, inst: instance.Instance, uuid: str) -> None:
+async def _report(node: Node, inst: instance.Instance) -> None:
     """Write status.host when what the hypervisor runs differs from what it says."""
-    info = await node.driver.get_info(uuid)
+    info = await node.driver.get_info(_uuid(inst))
     if info is None:
         return
     report = {
@@ -287,8 +312,8 @@ async def _report(node: Node, inst: instance.Instance, uuid: str) -> None:
     node.remember(body)
 
 
-async def _release(node: Node, inst: instance.Instance, uuid: str) -> None:
-    await node.driver.destroy(uuid)
+async def _release(node: Node, inst: instance.Instance) -> None:
+    await node.driver.destroy(_uuid(inst))
     faults.point("agent", "destroyed")
     if node.name not in inst.status.released:
         body = await node.objs.patch(

@@ -17,6 +17,12 @@ from kubenova.api import names
 # DNS-1123 subdomain: what Kubernetes accepts as an object name (Flavor, Node, Instance).
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 DNS_SUBDOMAIN_MAX = 253
+# An instance uuid (Kubernetes uids are lowercase UUIDs): it names directories on nodes.
+UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+# An image is named, never given as a path: the node's driver looks the name up in its own
+# images path (a tenant must not make a root agent read the node's files into a disk).
+IMAGE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+IMAGE_NAME_MAX = 253
 # Condition reasons are CamelCase identifiers (metav1.Condition's validation).
 REASON_PATTERN = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
 
@@ -129,3 +135,10 @@ class ObjectMeta(Model):
 def name_field(description: str, **kwargs: Any) -> Any:
     """A pydantic Field for a reference to another object by name (DNS subdomain)."""
     return _name_field(description, **kwargs)
+
+
+def uuid_field(description: str, **kwargs: Any) -> Any:
+    """A pydantic Field for an instance uuid (UUID_PATTERN)."""
+    return pydantic.Field(
+        **kwargs, description=description, min_length=36, max_length=36, pattern=UUID_PATTERN
+    )

@@ -67,10 +67,11 @@ class InstanceSpec(common.Model):
     )
     image: str = pydantic.Field(
         min_length=1,
-        max_length=4096,
+        max_length=common.IMAGE_NAME_MAX,
+        pattern=common.IMAGE_NAME_PATTERN,
         description=(
-            "Boot image: a path or name the node's driver resolves (a qcow2 file for libvirt). "
-            "Immutable."
+            "Boot image: the name of an image in the node's images path (letters, digits, "
+            "'.', '_' and '-'; never a path). Immutable."
         ),
         json_schema_extra=resource.validations(
             resource.Rule(
@@ -150,10 +151,9 @@ class InstanceStatus(common.Model):
         max_length=common.DNS_SUBDOMAIN_MAX,
         description="Name of the Migration in progress or awaiting confirm/revert, if any.",
     )
-    uuid: str | None = pydantic.Field(
+    uuid: str | None = common.uuid_field(
+        "Stable instance UUID: the libvirt domain name and UUID, and its directory.",
         default=None,
-        max_length=36,
-        description="Stable instance UUID: the libvirt domain name and UUID, and its directory.",
     )
     observed_generation: int | None = pydantic.Field(
         default=None, ge=0, description="metadata.generation the controller last acted on."

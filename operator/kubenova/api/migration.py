@@ -53,12 +53,14 @@ TRANSITIONS: dict[tuple[MigrationPhase | None, MigrationPhase], Writer] = {
     (MigrationPhase.POST_MIGRATING, MigrationPhase.FINISHED): Writer.DEST,
     (MigrationPhase.FINISHED, MigrationPhase.CONFIRMING): Writer.CONTROLLER,
     (MigrationPhase.CONFIRMING, MigrationPhase.CONFIRMED): Writer.SOURCE,
+    # A confirm that fails keeps the revert point and goes back to verify (retried): from
+    # `finished` on, the new copy is the truth and a failure never restores the original.
+    (MigrationPhase.CONFIRMING, MigrationPhase.FINISHED): Writer.SOURCE,
     (MigrationPhase.FINISHED, MigrationPhase.REVERTING): Writer.CONTROLLER,
     (MigrationPhase.REVERTING, MigrationPhase.REVERTED): Writer.SOURCE,
     (MigrationPhase.PRE_MIGRATING, MigrationPhase.ERROR): Writer.SOURCE,
     (MigrationPhase.MIGRATING, MigrationPhase.ERROR): Writer.DEST,
     (MigrationPhase.POST_MIGRATING, MigrationPhase.ERROR): Writer.DEST,
-    (MigrationPhase.CONFIRMING, MigrationPhase.ERROR): Writer.SOURCE,
     (MigrationPhase.REVERTING, MigrationPhase.ERROR): Writer.SOURCE,
 }
 
@@ -89,7 +91,8 @@ def _phase_transition_rule() -> resource.Rule:
             "'illegal migration phase transition from ' + oldSelf.phase + ' to ' + "
             "(has(self.phase) ? self.phase : '<none>') + "
             "': phases move pre-migrating -> migrating -> post-migrating -> finished -> "
-            "confirming -> confirmed, or finished -> reverting -> reverted, or to error'"
+            "confirming -> confirmed (or back to finished), or finished -> reverting -> reverted, "
+            "or to error'"
         ),
     )
 
@@ -101,9 +104,7 @@ class MigrationSpec(common.Model):
     """The work order, written once by the controller when it schedules. Immutable."""
 
     instance_name: str = common.name_field("Name of the Instance (same namespace).")
-    instance_uuid: str = pydantic.Field(
-        min_length=1, max_length=36, description="status.uuid of the Instance."
-    )
+    instance_uuid: str = common.uuid_field("status.uuid of the Instance (a lowercase UUID).")
     type: MigrationType = pydantic.Field(
         description="resize (new flavor, same or other node) or migration (cold migrate)."
     )
@@ -122,6 +123,11 @@ class MigrationSpec(common.Model):
     )
 
 
+# The history kept per migration; writers drop the oldest entries beyond it (retried
+# confirms add two each).
+MAX_PHASE_TRANSITIONS = 32
+
+
 class PhaseTransition(common.Model):
     phase: MigrationPhase = pydantic.Field(description="Phase entered.")
     time: datetime.datetime = pydantic.Field(description="When it was entered.")
@@ -138,7 +144,9 @@ class MigrationStatus(common.Model):
         ),
     )
     message: str = pydantic.Field(
-        default="", max_length=32768, description="Why the migration is in error, if it is."
+        default="",
+        max_length=32768,
+        description="Why the migration is in error, or why its last confirm failed.",
     )
     dest_released: bool = pydantic.Field(
         default=False,
@@ -149,7 +157,7 @@ class MigrationStatus(common.Model):
     )
     phase_transitions: list[PhaseTransition] = pydantic.Field(
         default_factory=list,
-        max_length=32,
+        max_length=MAX_PHASE_TRANSITIONS,
         description="When each phase was entered, for history and step timing.",
     )
 

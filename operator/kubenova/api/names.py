@@ -43,6 +43,8 @@ class ConditionType(enum.StrEnum):
     RESIZE_FAILED = "ResizeFailed"
     MIGRATE_FAILED = "MigrateFailed"
     FLAVOR_VALID = "FlavorValid"
+    CONFIRM_FAILED = "ConfirmFailed"  # the last confirm failed; it is retried (VERIFY_RESIZE)
+    NODE_DOWN = "NodeDown"  # a node the instance waits for is down (names it, and since when)
 
 
 class ConditionStatus(enum.StrEnum):

@@ -273,6 +273,7 @@ class Runtime:
 
     async def _advance(self, namespace: str, change: plan_mod.PhaseChange) -> None:
         current = self.store.get("Migration", f"{namespace}/{change.name}")
+        transitions = (current or {}).get("status", {}).get("phaseTransitions", [])
         body = await self.objs.set_phase(
             objects.MIGRATION,
             namespace,
@@ -281,6 +282,7 @@ class Runtime:
             status={"phase": change.new.value},
             transition={"phase": change.new.value, "time": now().isoformat()},
             resource_version=current["metadata"]["resourceVersion"] if current else None,
+            drop_oldest=max(0, len(transitions) + 1 - migration.MAX_PHASE_TRANSITIONS),
         )
         self.store.put("Migration", body)
 

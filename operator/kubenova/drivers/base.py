@@ -1,7 +1,10 @@
 """The virt driver protocol: Nova's virt driver subset that resize and migrate need.
 
 Every method is idempotent: called again after a crash at any point, it finishes the
-step or finds it done. No method destroys the original disk before confirm_migration.
+step or finds it done, and "done" is judged by markers naming the Migration (its uid), so
+an artefact of another attempt is never taken for this one's work. No method destroys
+the original disk before confirm_migration; only destroy (the Instance is being deleted)
+removes a guest's files outright, and the orphan sweep only quarantines them.
 """
 
 from __future__ import annotations
@@ -58,38 +61,66 @@ class Driver(Protocol):
     async def power_on(self, uuid: str) -> None: ...
 
     async def migrate_disk_and_power_off(
-        self, uuid: str, *, same_host: bool, timeout: float
+        self, uuid: str, *, migration: str, same_host: bool, timeout: float
     ) -> None:
-        """Source: power off and set the original aside (`<uuid>_resize`): the revert point."""
+        """Source: power off; same host, set the original aside (`<uuid>_resize`, the revert
+        point, marked as `migration`'s); cross-node, leave the probe a destination on shared
+        storage would see. A revert point of another migration is never taken as done."""
         ...
 
-    async def finish_migration(self, guest: Guest, *, same_host: bool) -> None:
+    async def prepare_incoming(
+        self, uuid: str, *, migration: str, owner: str
+    ) -> pathlib.Path | None:
+        """Destination, cross-node: where to write the disk received for `migration`, or
+        None when there is nothing to receive (no files kept, or already received). Refuses
+        when this node sees the source's files (shared storage); leftovers of other
+        attempts are moved to quarantine, never reused."""
+        ...
+
+    async def finish_migration(self, guest: Guest, *, migration: str, same_host: bool) -> None:
         """Destination: disk grown to the new flavor (never shrunk), definition, start."""
         ...
 
-    async def confirm_migration(self, uuid: str, *, same_host: bool) -> None:
-        """Source: delete the revert point (and, cross-host, the source guest)."""
+    async def confirm_migration(self, uuid: str, *, migration: str, same_host: bool) -> None:
+        """Source: delete the revert point once the new disk is proven standalone (same
+        host), or the source guest (cross-host). Raises, keeping everything, otherwise."""
         ...
 
-    async def finish_revert_migration(self, guest: Guest, *, same_host: bool) -> None:
+    async def finish_revert_migration(
+        self, guest: Guest, *, migration: str, same_host: bool
+    ) -> None:
         """Source: drop the new guest (same host), restore the original, start if it ran."""
         ...
 
+    async def release_migration(self, uuid: str, *, migration: str) -> None:
+        """Destination: stop and undefine the guest built for `migration`, and remove the
+        files it received for it (only those)."""
+        ...
+
     async def destroy(self, uuid: str) -> None:
-        """Remove everything this node holds for the instance (guest, disks, revert point)."""
+        """Remove everything this node holds for the instance (guest, disks, revert point).
+        Only for an Instance being deleted."""
+        ...
+
+    async def quarantine(self, uuid: str) -> list[pathlib.Path]:
+        """Stop and undefine the guest and move its files aside (the orphan sweep)."""
+        ...
+
+    async def purge_quarantine(self, keep_seconds: float) -> list[str]:
+        """Delete what has been in quarantine for `keep_seconds`."""
         ...
 
     async def get_info(self, uuid: str) -> GuestInfo | None: ...
 
     async def list_guests(self) -> list[str]:
-        """uuids of every instance this node holds anything for."""
+        """uuids of the instances this node holds files for that carry kubenova's marker."""
         ...
 
-    def disk_path(self, uuid: str) -> pathlib.Path | None:
-        """The disk file a cross-node migration hands over; None if the driver keeps no
-        files (the fake driver): then there is nothing to transfer."""
+    def owner(self, uuid: str) -> str | None:
+        """namespace/name of the Instance a guest here was made for, if recorded."""
         ...
 
-    def incoming_disk(self, uuid: str) -> pathlib.Path | None:
-        """Where a destination writes a transferred disk before finish_migration."""
+    def disk_path(self, uuid: str, *, migration: str) -> pathlib.Path | None:
+        """The disk file the source hands over for `migration`; None if the driver keeps no
+        files (the fake driver), or none was set up for that migration."""
         ...

@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import json
 import pathlib
+import time
 from typing import Any
 
 from kubenova.drivers import base
@@ -35,6 +36,9 @@ class _Guest:
     current: _Disk | None  # the defined guest (None between set-aside and finish)
     power: base.Power
     resize: _Disk | None = None  # the revert point, `<uuid>_resize`
+    aside_for: str = ""  # uid of the Migration that set the revert point aside
+    received_for: str = ""  # uid of the Migration this node received the guest for
+    owner: str = ""  # namespace/name of the Instance
 
 
 class FakeDriver:
@@ -53,6 +57,7 @@ class FakeDriver:
         self.state_file = state_file
         self.fail = fail  # method names that raise DriverError (failure-path tests)
         self.guests: dict[str, _Guest] = {}
+        self.quarantined: dict[str, float] = {}  # uuid -> when (monotonic seconds)
         self._load()
 
     # --- persistence -----------------------------------------------------------------------
@@ -65,6 +70,9 @@ class FakeDriver:
                     current=_Disk(**g["current"]) if g["current"] else None,
                     power=base.Power(g["power"]),
                     resize=_Disk(**g["resize"]) if g["resize"] else None,
+                    aside_for=g.get("aside_for", ""),
+                    received_for=g.get("received_for", ""),
+                    owner=g.get("owner", ""),
                 )
                 for uuid, g in raw.items()
             }
@@ -90,7 +98,7 @@ class FakeDriver:
         await self._step("spawn")
         if guest.uuid not in self.guests:
             power = base.Power.RUNNING if guest.power_on else base.Power.STOPPED
-            self.guests[guest.uuid] = _Guest(current=_Disk.of(guest), power=power)
+            self.guests[guest.uuid] = _Guest(current=_Disk.of(guest), power=power, owner=guest.name)
             self._save()
 
     async def power_off(self, uuid: str, timeout: float) -> None:
@@ -104,46 +112,95 @@ class FakeDriver:
         self._save()
 
     async def migrate_disk_and_power_off(
-        self, uuid: str, *, same_host: bool, timeout: float
+        self, uuid: str, *, migration: str, same_host: bool, timeout: float
     ) -> None:
         await self._step("migrate_disk_and_power_off")
         g = self._get(uuid)
         g.power = base.Power.STOPPED
-        if g.resize is None and g.current is not None:
-            g.resize, g.current = g.current, (None if same_host else g.current)
+        if same_host and g.aside_for != migration:
+            if g.current is None:
+                raise base.DriverError(f"no disk for {uuid} on this node")
+            # A stale revert point of another migration is dropped, never taken as done.
+            g.resize, g.current, g.aside_for = g.current, None, migration
         self._save()
 
-    async def finish_migration(self, guest: base.Guest, *, same_host: bool) -> None:
+    async def prepare_incoming(
+        self, uuid: str, *, migration: str, owner: str
+    ) -> pathlib.Path | None:
+        return None  # nothing to transfer: a fake guest is only its record
+
+    async def finish_migration(self, guest: base.Guest, *, migration: str, same_host: bool) -> None:
         await self._step("finish_migration")
         g = self.guests.setdefault(guest.uuid, _Guest(current=None, power=base.Power.STOPPED))
+        if same_host and g.aside_for != migration:
+            raise base.DriverError(f"revert point of {guest.uuid} is not this migration's")
         original = g.resize if same_host else None
         if original is not None and guest.flavor.disk_gib < original.disk_gib:
             raise base.DriverError("disks never shrink")
+        if not same_host:
+            g.received_for = migration
         g.current = _Disk.of(guest)
+        g.owner = guest.name or g.owner
         g.power = base.Power.RUNNING if guest.power_on else base.Power.STOPPED
         self._save()
 
-    async def confirm_migration(self, uuid: str, *, same_host: bool) -> None:
+    async def confirm_migration(self, uuid: str, *, migration: str, same_host: bool) -> None:
         await self._step("confirm_migration")
         if same_host:
-            if uuid in self.guests:
-                self.guests[uuid].resize = None
+            g = self.guests.get(uuid)
+            if g is not None and g.resize is not None:
+                if g.aside_for != migration:
+                    raise base.DriverError(f"revert point of {uuid} is not this migration's")
+                g.resize, g.aside_for = None, ""
         else:
             self.guests.pop(uuid, None)
         self._save()
 
-    async def finish_revert_migration(self, guest: base.Guest, *, same_host: bool) -> None:
+    async def finish_revert_migration(
+        self, guest: base.Guest, *, migration: str, same_host: bool
+    ) -> None:
         await self._step("finish_revert_migration")
         g = self._get(guest.uuid)
-        if g.resize is not None:
-            g.current, g.resize = g.resize, None
+        if same_host and g.resize is not None:
+            if g.aside_for != migration:
+                raise base.DriverError(f"revert point of {guest.uuid} is not this migration's")
+            g.current, g.resize, g.aside_for = g.resize, None, ""
+        if g.current is None:
+            raise base.DriverError(f"no original disk for {guest.uuid} on this node")
+        # The definition is the one the revert asks for; the disk is the original's.
+        g.current = dataclasses.replace(
+            g.current, vcpus=guest.flavor.vcpus, memory_mib=guest.flavor.memory_mib
+        )
         g.power = base.Power.RUNNING if guest.power_on else base.Power.STOPPED
         self._save()
+
+    async def release_migration(self, uuid: str, *, migration: str) -> None:
+        await self._step("release_migration")
+        g = self.guests.get(uuid)
+        if g is not None and g.received_for == migration:
+            del self.guests[uuid]
+            self._save()
+        elif g is not None:
+            g.power = base.Power.STOPPED  # never beside the original
+            self._save()
 
     async def destroy(self, uuid: str) -> None:
         await self._step("destroy")
         if self.guests.pop(uuid, None) is not None:
             self._save()
+
+    async def quarantine(self, uuid: str) -> list[pathlib.Path]:
+        if self.guests.pop(uuid, None) is not None:
+            self.quarantined[uuid] = time.monotonic()
+            self._save()
+        return []
+
+    async def purge_quarantine(self, keep_seconds: float) -> list[str]:
+        now = time.monotonic()
+        old = [u for u, t in self.quarantined.items() if now - t >= keep_seconds]
+        for u in old:
+            del self.quarantined[u]
+        return old
 
     async def get_info(self, uuid: str) -> base.GuestInfo | None:
         g = self.guests.get(uuid)
@@ -157,11 +214,12 @@ class FakeDriver:
     async def list_guests(self) -> list[str]:
         return sorted(self.guests)
 
-    def disk_path(self, uuid: str) -> pathlib.Path | None:
-        return None  # nothing to transfer: a fake guest is only its record
+    def owner(self, uuid: str) -> str | None:
+        g = self.guests.get(uuid)
+        return g.owner if g is not None else None
 
-    def incoming_disk(self, uuid: str) -> pathlib.Path | None:
-        return None
+    def disk_path(self, uuid: str, *, migration: str) -> pathlib.Path | None:
+        return None  # nothing to transfer: a fake guest is only its record
 
     def has_revert_point(self, uuid: str) -> bool:
         g = self.guests.get(uuid)

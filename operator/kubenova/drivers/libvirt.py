@@ -1,22 +1,29 @@
 """The libvirt driver: real QEMU guests through libvirt-python (qemu:///system).
 
-Layout under `instancesPath`: `<uuid>/disk` (qcow2), `console/<uuid>.log`; during a resize
-the original directory is renamed `<uuid>_resize` (the revert point, Nova's name).
+Layout under `instancesPath` (drivers/layout.py): `<uuid>/disk` (qcow2), `console/<uuid>.log`;
+during a same-host resize the original directory is renamed `<uuid>_resize` (the revert
+point, Nova's name), marked with the uid of the Migration that set it aside.
 
 Same-host resize without a copy on the critical path: the original directory is renamed
 (constant time) and the new disk is a qcow2 overlay backed by the original disk, grown
 to the new size. Downtime does not depend on how much data the disk holds. Confirm then
-makes the overlay standalone (a block pull, live if the guest runs) before deleting the
-revert point; revert drops the overlay and renames the original back. See
-docs/libvirt-driver.md.
+makes the overlay standalone (a block pull, live if the guest runs) and deletes the
+revert point only once the overlay is proven to need it no more; revert drops the overlay
+and renames the original back. See docs/libvirt-driver.md.
+
+Disk safety: no step takes an artefact it finds for done work unless it carries the
+marker of the migration at hand; what is not trusted is refused or moved to quarantine,
+never deleted, and the original survives every failure before confirm.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import hashlib
 import json
+import logging
 import pathlib
 import re
 import shutil
@@ -24,17 +31,22 @@ import subprocess
 import time
 import uuid as uuids
 from typing import Any
+from xml.etree import ElementTree
 from xml.sax.saxutils import escape
 
 import libvirt
 
 from kubenova import faults
-from kubenova.drivers import base
+from kubenova.drivers import base, layout
 from kubenova.scheduling.amounts import Amount
+
+log = logging.getLogger(__name__)
 
 GIB = 1024**3
 BLOCK_JOB_POLL = 0.2  # seconds between block-pull progress checks
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # an image name: never a path
+DISK = "disk"
+TARGET = "vda"
 
 
 def _qemu_img(*args: str) -> str:
@@ -48,10 +60,19 @@ def disk_info(path: pathlib.Path) -> dict[str, Any]:
     return json.loads(_qemu_img("info", "--output=json", "-U", str(path)))  # type: ignore[no-any-return]
 
 
+def backing_of(path: pathlib.Path) -> str | None:
+    """The backing file the image header names (None: the disk stands alone)."""
+    return disk_info(path).get("backing-filename")
+
+
 def mac_of(uuid: str) -> str:
     """A stable MAC from the uuid: the guest keeps its address across resize and migration."""
     digest = hashlib.sha256(uuid.encode()).digest()
     return "52:54:00:" + ":".join(f"{b:02x}" for b in digest[:3])
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
 
 
 class LibvirtDriver:
@@ -72,6 +93,7 @@ class LibvirtDriver:
         self.domain_prefix = domain_prefix
         self.uri = uri
         self.root = instances_path
+        self.files = layout.Layout(instances_path)
         self.images = images_path
         self.virt_type = virt_type
         (self.root / "console").mkdir(parents=True, exist_ok=True)
@@ -85,16 +107,10 @@ class LibvirtDriver:
             self._conn = libvirt.open(self.uri)
         return self._conn
 
-    def _dir(self, uuid: str) -> pathlib.Path:
-        return self.root / uuid
-
-    def _resize_dir(self, uuid: str) -> pathlib.Path:
-        return self.root / f"{uuid}_resize"
-
     def console_log(self, uuid: str) -> pathlib.Path:
         """One serial log per instance and node, kept across resize and revert (the
         instance directory is renamed during a resize; the console history should not be)."""
-        return self.root / "console" / f"{uuid}.log"
+        return self.files.console(uuid)
 
     def domain_uuid(self, uuid: str) -> str:
         if not self.domain_prefix:
@@ -116,7 +132,7 @@ class LibvirtDriver:
         return await asyncio.to_thread(fn, *args)
 
     def _xml(self, guest: base.Guest, image: pathlib.Path) -> str:
-        d = self._dir(guest.uuid)
+        d = self.files.dir(guest.uuid)
         boot = ""
         if (image / "vmlinuz").exists():  # direct kernel boot (the test guest image)
             boot = (
@@ -137,8 +153,8 @@ class LibvirtDriver:
   <devices>
     <disk type='file' device='disk'>
       <driver name='qemu' type='qcow2'/>
-      <source file='{escape(str(d / "disk"))}'/>
-      <target dev='vda' bus='virtio'/>
+      <source file='{escape(str(d / DISK))}'/>
+      <target dev='{TARGET}' bus='virtio'/>
     </disk>
     <interface type='user'><mac address='{mac_of(guest.uuid)}'/><model type='virtio'/></interface>
     <serial type='file'>
@@ -148,21 +164,26 @@ class LibvirtDriver:
 </domain>"""
 
     def _image(self, guest: base.Guest) -> pathlib.Path:
-        """`spec.image` is an absolute path on the node, or a name under `images_path`
-        (a directory with `vmlinuz` + `initrd.img` and/or `disk.qcow2`, or a disk file)."""
-        image = pathlib.Path(guest.image)
-        if not image.is_absolute() and self.images is not None and NAME.match(guest.image):
-            image = self.images / guest.image
-        if not image.is_absolute() or not image.exists():
-            where = f" (looked in {self.images})" if self.images is not None else ""
+        """`spec.image` is the name of an image under `images_path` (a directory with
+        `vmlinuz` + `initrd.img` and/or `disk.qcow2`, or a disk file). Never a path: a
+        tenant must not make the agent (root) read the node's files into a disk."""
+        if self.images is None or not NAME.match(guest.image):
             raise base.DriverError(
-                f"image {guest.image} not found on this node{where}: "
-                "give an absolute path or the name of an image in the images path"
+                f"image {guest.image!r} is not an image name: give the name of an image in "
+                "the node's images path"
+            )
+        image = self.images / guest.image
+        if not image.exists():
+            raise base.DriverError(
+                f"image {guest.image} not found on this node (looked in {self.images})"
             )
         return image
 
     def _define(self, guest: base.Guest) -> libvirt.virDomain:
-        (self._dir(guest.uuid) / "image").write_text(guest.image)
+        d = self.files.dir(guest.uuid)
+        (d / "image").write_text(guest.image)
+        if guest.name:
+            self.files.set_owner(guest.uuid, guest.name)
         return self.conn.defineXML(self._xml(guest, self._image(guest)))
 
     def _start(self, uuid: str) -> None:
@@ -171,7 +192,8 @@ class LibvirtDriver:
             dom.create()
 
     def _stop(self, uuid: str, timeout: float) -> None:
-        """ACPI shutdown for up to `timeout` seconds, then destroy (Nova's clean shutdown)."""
+        """ACPI shutdown for up to `timeout` seconds, then destroy (Nova's clean shutdown);
+        0 is a hard power-off at once."""
         dom = self._domain(uuid)
         if dom is None or not dom.isActive():
             return
@@ -184,6 +206,13 @@ class LibvirtDriver:
         if dom.isActive():
             dom.destroy()
 
+    def _undefine(self, uuid: str) -> None:
+        dom = self._domain(uuid)
+        if dom is not None:
+            if dom.isActive():
+                dom.destroy()
+            dom.undefine()
+
     def _grow_disk(self, disk: pathlib.Path, gib: int) -> None:
         current = int(disk_info(disk)["virtual-size"])
         if gib * GIB < current:
@@ -191,7 +220,7 @@ class LibvirtDriver:
         if gib * GIB > current:
             _qemu_img("resize", "-q", str(disk), f"{gib}G")
 
-    # --- the protocol ----------------------------------------------------------------------
+    # --- the protocol: spawn and power -----------------------------------------------------
 
     async def capacity(self) -> Amount:
         info = await self._run(self.conn.getInfo)
@@ -202,9 +231,10 @@ class LibvirtDriver:
         await self._run(self._spawn, guest)
 
     def _spawn(self, guest: base.Guest) -> None:
-        d = self._dir(guest.uuid)
+        d = self.files.dir(guest.uuid)
         d.mkdir(parents=True, exist_ok=True)
-        disk = d / "disk"
+        self.files.set_owner(guest.uuid, guest.name)
+        disk = d / DISK
         if not disk.exists():
             image = self._image(guest)
             base_disk = image / "disk.qcow2" if image.is_dir() else image
@@ -225,35 +255,99 @@ class LibvirtDriver:
     async def power_on(self, uuid: str) -> None:
         await self._run(self._start, uuid)
 
-    async def migrate_disk_and_power_off(
-        self, uuid: str, *, same_host: bool, timeout: float
-    ) -> None:
-        await self._run(self._set_aside, uuid, same_host, timeout)
+    # --- the protocol: resize and migrate --------------------------------------------------
 
-    def _set_aside(self, uuid: str, same_host: bool, timeout: float) -> None:
+    async def migrate_disk_and_power_off(
+        self, uuid: str, *, migration: str, same_host: bool, timeout: float
+    ) -> None:
+        await self._run(self._set_aside, uuid, migration, same_host, timeout)
+
+    def _set_aside(self, uuid: str, migration: str, same_host: bool, timeout: float) -> None:
+        d, aside = self.files.dir(uuid), self.files.aside(uuid)
         self._stop(uuid, timeout)
         faults.point("agent", "libvirt:stopped")
-        if same_host and self._dir(uuid).exists() and not self._resize_dir(uuid).exists():
-            self._dir(uuid).rename(self._resize_dir(uuid))  # constant time: the revert point
-            faults.point("agent", "libvirt:renamed")
+        if not same_host:
+            if not (d / DISK).exists():
+                raise base.DriverError(f"no disk for {uuid} on this node")
+            # The probe a destination on shared storage would see (Nova's
+            # _is_storage_shared_with): written before the hand-off starts.
+            self.files.probe(uuid, migration).touch()
+            return
+        owner = self.files.set_aside_for(uuid)
+        if owner == migration:
+            return  # done before a crash
+        if aside.exists():
+            self._drop_stale_revert_point(uuid, owner)
+        if not (d / DISK).exists():
+            raise base.DriverError(f"no disk for {uuid} on this node")
+        layout.write_marker(d / layout.SET_ASIDE_FOR, migration)
+        d.rename(aside)  # constant time: the revert point
+        faults.point("agent", "libvirt:renamed")
 
-    async def finish_migration(self, guest: base.Guest, *, same_host: bool) -> None:
-        await self._run(self._finish, guest, same_host)
+    def _drop_stale_revert_point(self, uuid: str, owner: str | None) -> None:
+        """A `<uuid>_resize` of another migration (deleted, or from before a crash of the
+        controller's bookkeeping) is not this resize's revert point. The current data is
+        `<uuid>`; it may still be an overlay on the stale directory, so it is made
+        standalone first (the guest is off), then the stale directory is quarantined."""
+        d, aside = self.files.dir(uuid), self.files.aside(uuid)
+        if not (d / DISK).exists():
+            raise base.DriverError(
+                f"{aside} belongs to migration {owner or '<unknown>'} and {d} holds no disk: "
+                "refusing to guess which copy is current"
+            )
+        if backing_of(d / DISK) is not None:
+            self._flatten_offline(d / DISK)
+        where = self.files.root / layout.QUARANTINE / f"{aside.name}-{_now():{layout.STAMP}}"
+        where.parent.mkdir(parents=True, exist_ok=True)
+        aside.rename(where)
+        log.warning("stale revert point of migration %s moved to %s", owner, where)
 
-    def _finish(self, guest: base.Guest, same_host: bool) -> None:
-        d = self._dir(guest.uuid)
-        d.mkdir(parents=True, exist_ok=True)
-        disk = d / "disk"
-        if same_host and not disk.exists():
-            original = self._resize_dir(guest.uuid) / "disk"
-            if not original.exists():
-                raise base.DriverError(f"revert point {original} is missing")
-            tmp = d / "disk.part"
-            _qemu_img("create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(original), str(tmp))
-            tmp.rename(disk)
-            faults.point("agent", "libvirt:overlay-created")
-        if not disk.exists():
-            raise base.DriverError(f"no disk for {guest.uuid} on this node (transfer not done)")
+    async def prepare_incoming(
+        self, uuid: str, *, migration: str, owner: str
+    ) -> pathlib.Path | None:
+        return await self._run(self._prepare_incoming, uuid, migration, owner)  # type: ignore[no-any-return]
+
+    def _prepare_incoming(self, uuid: str, migration: str, owner: str) -> pathlib.Path | None:
+        d = self.files.dir(uuid)
+        if self.files.probe(uuid, migration).exists():
+            raise base.DriverError(
+                f"the source's instance directory is visible here ({d}): this node shares "
+                "its instancesPath with the source, and moves across shared storage are "
+                "not supported (docs/libvirt-driver.md)"
+            )
+        if self.files.received_for(uuid) == migration:
+            return None if (d / DISK).exists() else d / DISK
+        if d.exists():  # another attempt's leftovers: never taken for this migration's disk
+            where = self.files.quarantine(uuid, _now())
+            log.warning("leftovers of another attempt for %s moved to %s", uuid, where)
+        d.mkdir(parents=True)
+        self.files.set_owner(uuid, owner)
+        layout.write_marker(d / layout.RECEIVED_FOR, migration)
+        return d / DISK
+
+    async def finish_migration(self, guest: base.Guest, *, migration: str, same_host: bool) -> None:
+        await self._run(self._finish, guest, migration, same_host)
+
+    def _finish(self, guest: base.Guest, migration: str, same_host: bool) -> None:
+        d = self.files.dir(guest.uuid)
+        disk = d / DISK
+        if same_host:
+            if self.files.set_aside_for(guest.uuid) != migration:
+                raise base.DriverError(
+                    f"revert point {self.files.aside(guest.uuid)} is missing or not this "
+                    "migration's"
+                )
+            d.mkdir(exist_ok=True)
+            if not disk.exists():
+                original = self.files.aside(guest.uuid) / DISK
+                tmp = d / "disk.part"
+                _qemu_img(
+                    "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(original), str(tmp)
+                )
+                tmp.rename(disk)
+                faults.point("agent", "libvirt:overlay-created")
+        elif self.files.received_for(guest.uuid) != migration or not disk.exists():
+            raise base.DriverError(f"no disk received for {guest.uuid} on this node")
         self._grow_disk(disk, guest.flavor.disk_gib)
         faults.point("agent", "libvirt:grown")
         self._define(guest)
@@ -261,64 +355,142 @@ class LibvirtDriver:
         if guest.power_on:
             self._start(guest.uuid)
 
-    async def confirm_migration(self, uuid: str, *, same_host: bool) -> None:
-        await self._run(self._confirm, uuid, same_host)
+    async def confirm_migration(self, uuid: str, *, migration: str, same_host: bool) -> None:
+        await self._run(self._confirm, uuid, migration, same_host)
 
-    def _confirm(self, uuid: str, same_host: bool) -> None:
+    def _confirm(self, uuid: str, migration: str, same_host: bool) -> None:
+        d, aside = self.files.dir(uuid), self.files.aside(uuid)
         if not same_host:
+            if self.files.received_for(uuid) is not None:
+                # A destination's marker in the source's directory: storage is shared after
+                # all, and deleting would delete the guest that runs on the destination.
+                raise base.DriverError(f"{d} is a destination's copy too: not deleting it")
             self._destroy(uuid)
             return
-        if not self._resize_dir(uuid).exists():
+        if not aside.exists():
+            return  # done before a crash
+        if self.files.set_aside_for(uuid) != migration:
+            raise base.DriverError(f"revert point {aside} is not this migration's: kept")
+        self._flatten(uuid)
+        faults.point("agent", "libvirt:flattened")
+        shutil.rmtree(aside)
+
+    def _flatten(self, uuid: str) -> None:
+        """Make `<uuid>/disk` standalone, proven by the image header and, for a running
+        guest, the live definition: libvirt forgets a block job however it ended (done,
+        aborted, ENOSPC, I/O error), so "no job any more" proves nothing."""
+        disk = self.files.dir(uuid) / DISK
+        if backing_of(disk) is None:
             return
-        disk = self._dir(uuid) / "disk"
-        if "backing-filename" in disk_info(disk):
-            dom = self._domain(uuid)
-            if dom is not None and dom.isActive():
-                # Live block pull: the guest keeps running while its overlay absorbs the
-                # backing data; no downtime for the confirm.
-                dom.blockPull("vda", 0, 0)
-                while dom.blockJobInfo("vda", 0):
-                    time.sleep(BLOCK_JOB_POLL)
+        dom = self._domain(uuid)
+        if dom is not None and dom.isActive():
+            # Live block pull: the guest keeps running while its overlay absorbs the
+            # backing data; no downtime for the confirm.
+            if faults.fail_once("agent", "libvirt:block-pull"):
+                # A pull throttled to a byte a second, then aborted: a job that ends
+                # without completing, as one hit by ENOSPC or an I/O error does.
+                dom.blockPull(TARGET, 1, libvirt.VIR_DOMAIN_BLOCK_PULL_BANDWIDTH_BYTES)
+                dom.blockJobAbort(TARGET, 0)
             else:
-                _qemu_img("rebase", "-q", "-f", "qcow2", "-b", "", str(disk))
-        shutil.rmtree(self._resize_dir(uuid))
+                dom.blockPull(TARGET, 0, 0)
+            while dom.blockJobInfo(TARGET, 0):
+                time.sleep(BLOCK_JOB_POLL)
+            live = self._live_backing(dom)
+        else:
+            self._flatten_offline(disk)
+            live = None
+        left = backing_of(disk) or live
+        if left is not None:
+            raise base.DriverError(
+                f"block pull of {disk} ended without completing: it still reads from {left}; "
+                "the revert point is kept and the confirm will be retried"
+            )
 
-    async def finish_revert_migration(self, guest: base.Guest, *, same_host: bool) -> None:
-        await self._run(self._revert, guest, same_host)
+    @staticmethod
+    def _live_backing(dom: libvirt.virDomain) -> str | None:
+        root = ElementTree.fromstring(dom.XMLDesc(0))
+        for disk in root.iterfind("devices/disk"):
+            target = disk.find("target")
+            if target is not None and target.get("dev") == TARGET:
+                source = disk.find("backingStore/source")
+                return source.get("file") if source is not None else None
+        return None
 
-    def _revert(self, guest: base.Guest, same_host: bool) -> None:
-        if self._resize_dir(guest.uuid).exists():
+    @staticmethod
+    def _flatten_offline(disk: pathlib.Path) -> None:
+        if faults.fail_once("agent", "libvirt:rebase"):
+            raise base.DriverError(f"qemu-img rebase {disk}: injected failure")
+        _qemu_img("rebase", "-q", "-f", "qcow2", "-b", "", str(disk))
+
+    async def finish_revert_migration(
+        self, guest: base.Guest, *, migration: str, same_host: bool
+    ) -> None:
+        await self._run(self._revert, guest, migration, same_host)
+
+    def _revert(self, guest: base.Guest, migration: str, same_host: bool) -> None:
+        d, aside = self.files.dir(guest.uuid), self.files.aside(guest.uuid)
+        if same_host and aside.exists():
+            owner = self.files.set_aside_for(guest.uuid)
+            if owner != migration:
+                raise base.DriverError(
+                    f"revert point {aside} belongs to migration {owner or '<unknown>'}: "
+                    "it never replaces the current disk"
+                )
             dom = self._domain(guest.uuid)
             if dom is not None and dom.isActive():
                 dom.destroy()  # the new guest is discarded: no graceful shutdown needed
             faults.point("agent", "libvirt:new-destroyed")
-            shutil.rmtree(self._dir(guest.uuid), ignore_errors=True)
+            shutil.rmtree(d, ignore_errors=True)
             faults.point("agent", "libvirt:new-removed")
-            self._resize_dir(guest.uuid).rename(self._dir(guest.uuid))
+            aside.rename(d)
             faults.point("agent", "libvirt:original-restored")
+        if not (d / DISK).exists():
+            raise base.DriverError(f"no original disk for {guest.uuid} on this node")
+        self.files.probe(guest.uuid, migration).unlink(missing_ok=True)
         self._define(guest)
         if guest.power_on:
             self._start(guest.uuid)
+
+    async def release_migration(self, uuid: str, *, migration: str) -> None:
+        await self._run(self._release, uuid, migration)
+
+    def _release(self, uuid: str, migration: str) -> None:
+        """Destination: the guest built here for `migration` is not the truth. Its domain
+        never runs beside the original; its files go only if they are this migration's."""
+        self._undefine(uuid)
+        if self.files.received_for(uuid) == migration:
+            shutil.rmtree(self.files.dir(uuid))
+            self.console_log(uuid).unlink(missing_ok=True)
+
+    # --- the protocol: removal -------------------------------------------------------------
 
     async def destroy(self, uuid: str) -> None:
         await self._run(self._destroy, uuid)
 
     def _destroy(self, uuid: str) -> None:
-        dom = self._domain(uuid)
-        if dom is not None:
-            if dom.isActive():
-                dom.destroy()
-            dom.undefine()
-        for d in (self._dir(uuid), self._resize_dir(uuid)):
+        self._undefine(uuid)
+        for d in (self.files.dir(uuid), self.files.aside(uuid)):
             shutil.rmtree(d, ignore_errors=True)
         self.console_log(uuid).unlink(missing_ok=True)
+
+    async def quarantine(self, uuid: str) -> list[pathlib.Path]:
+        return await self._run(self._quarantine, uuid)  # type: ignore[no-any-return]
+
+    def _quarantine(self, uuid: str) -> list[pathlib.Path]:
+        self._undefine(uuid)
+        return self.files.quarantine(uuid, _now())
+
+    async def purge_quarantine(self, keep_seconds: float) -> list[str]:
+        return await self._run(self.files.purge_quarantine, _now(), keep_seconds)  # type: ignore[no-any-return]
+
+    # --- the protocol: reads ---------------------------------------------------------------
 
     async def get_info(self, uuid: str) -> base.GuestInfo | None:
         return await self._run(self._info, uuid)  # type: ignore[no-any-return]
 
     def _info(self, uuid: str) -> base.GuestInfo | None:
         dom = self._domain(uuid)
-        disk = self._dir(uuid) / "disk"
+        disk = self.files.dir(uuid) / DISK
         if dom is None or not disk.exists():
             return None
         state, max_kib, _, vcpus, _ = dom.info()
@@ -328,21 +500,13 @@ class LibvirtDriver:
             power=power, vcpus=int(vcpus), memory_mib=int(max_kib) // 1024, disk_gib=size
         )
 
-    def disk_path(self, uuid: str) -> pathlib.Path | None:
-        disk = self._dir(uuid) / "disk"
-        return disk if disk.exists() else None
-
-    def incoming_disk(self, uuid: str) -> pathlib.Path | None:
-        self._dir(uuid).mkdir(parents=True, exist_ok=True)
-        return self._dir(uuid) / "disk"
+    def disk_path(self, uuid: str, *, migration: str) -> pathlib.Path | None:
+        """The disk the source serves: only one set up for this migration's hand-off."""
+        disk = self.files.dir(uuid) / DISK
+        return disk if disk.exists() and self.files.probe(uuid, migration).exists() else None
 
     async def list_guests(self) -> list[str]:
-        return await self._run(self._list)  # type: ignore[no-any-return]
+        return await self._run(self.files.instances)  # type: ignore[no-any-return]
 
-    def _list(self) -> list[str]:
-        names = {
-            p.name.removesuffix("_resize")
-            for p in self.root.iterdir()
-            if p.is_dir() and p.name != "console"
-        }
-        return sorted(names)
+    def owner(self, uuid: str) -> str | None:
+        return self.files.owner(uuid)

@@ -165,9 +165,12 @@ class Objects:
         status: dict[str, Any],
         transition: dict[str, Any] | None = None,
         resource_version: str | None = None,
+        drop_oldest: int = 0,
     ) -> dict[str, Any]:
         """Compare-and-swap on status.phase: apply `status` only if the phase is `expected`,
-        appending `transition` to status.phaseTransitions in the same write.
+        appending `transition` to status.phaseTransitions in the same write, after dropping
+        its `drop_oldest` first entries (the list is bounded on the CRD; only phase changes
+        append to it, so the phase test also guards the length the caller read).
 
         With no phase yet (expected None) the precondition is the resourceVersion read.
         """
@@ -182,6 +185,7 @@ class Objects:
             return await self.patch(kind, namespace, name, body, status=True)
         ops: list[dict[str, Any]] = [{"op": "test", "path": "/status/phase", "value": expected}]
         ops += [{"op": "add", "path": f"/status/{k}", "value": v} for k, v in status.items()]
+        ops += [{"op": "remove", "path": "/status/phaseTransitions/0"}] * drop_oldest
         if transition:
             ops.append({"op": "add", "path": "/status/phaseTransitions/-", "value": transition})
         return await self.patch(kind, namespace, name, ops, status=True)

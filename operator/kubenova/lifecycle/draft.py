@@ -83,6 +83,10 @@ class Draft:
         if self.inst.spec.flavor != name:
             self.spec["flavor"] = name
 
+    def set_power(self, state: instance.PowerState) -> None:
+        if self.inst.spec.power_state is not state:
+            self.spec["powerState"] = state.value
+
     def event(self, type_: plan.EventType, reason: str, message: str) -> None:
         self.events.append(plan.Event(type_, reason, message))
 

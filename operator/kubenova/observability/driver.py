@@ -34,33 +34,57 @@ class Timed:
         await metrics.timed_step("power_on", self.name, self.inner.power_on(uuid))
 
     async def migrate_disk_and_power_off(
-        self, uuid: str, *, same_host: bool, timeout: float
+        self, uuid: str, *, migration: str, same_host: bool, timeout: float
     ) -> None:
         await metrics.timed_step(
             "migrate_disk_and_power_off",
             self.name,
-            self.inner.migrate_disk_and_power_off(uuid, same_host=same_host, timeout=timeout),
+            self.inner.migrate_disk_and_power_off(
+                uuid, migration=migration, same_host=same_host, timeout=timeout
+            ),
         )
 
-    async def finish_migration(self, guest: base.Guest, *, same_host: bool) -> None:
+    async def prepare_incoming(
+        self, uuid: str, *, migration: str, owner: str
+    ) -> pathlib.Path | None:
+        return await self.inner.prepare_incoming(uuid, migration=migration, owner=owner)
+
+    async def finish_migration(self, guest: base.Guest, *, migration: str, same_host: bool) -> None:
         await metrics.timed_step(
-            "finish_migration", self.name, self.inner.finish_migration(guest, same_host=same_host)
+            "finish_migration",
+            self.name,
+            self.inner.finish_migration(guest, migration=migration, same_host=same_host),
         )
 
-    async def confirm_migration(self, uuid: str, *, same_host: bool) -> None:
+    async def confirm_migration(self, uuid: str, *, migration: str, same_host: bool) -> None:
         await metrics.timed_step(
-            "confirm_migration", self.name, self.inner.confirm_migration(uuid, same_host=same_host)
+            "confirm_migration",
+            self.name,
+            self.inner.confirm_migration(uuid, migration=migration, same_host=same_host),
         )
 
-    async def finish_revert_migration(self, guest: base.Guest, *, same_host: bool) -> None:
+    async def finish_revert_migration(
+        self, guest: base.Guest, *, migration: str, same_host: bool
+    ) -> None:
         await metrics.timed_step(
             "finish_revert_migration",
             self.name,
-            self.inner.finish_revert_migration(guest, same_host=same_host),
+            self.inner.finish_revert_migration(guest, migration=migration, same_host=same_host),
+        )
+
+    async def release_migration(self, uuid: str, *, migration: str) -> None:
+        await metrics.timed_step(
+            "release_migration", self.name, self.inner.release_migration(uuid, migration=migration)
         )
 
     async def destroy(self, uuid: str) -> None:
         await metrics.timed_step("destroy", self.name, self.inner.destroy(uuid))
+
+    async def quarantine(self, uuid: str) -> list[pathlib.Path]:
+        return await self.inner.quarantine(uuid)
+
+    async def purge_quarantine(self, keep_seconds: float) -> list[str]:
+        return await self.inner.purge_quarantine(keep_seconds)
 
     async def get_info(self, uuid: str) -> base.GuestInfo | None:
         return await self.inner.get_info(uuid)
@@ -68,8 +92,8 @@ class Timed:
     async def list_guests(self) -> list[str]:
         return await self.inner.list_guests()
 
-    def disk_path(self, uuid: str) -> pathlib.Path | None:
-        return self.inner.disk_path(uuid)
+    def owner(self, uuid: str) -> str | None:
+        return self.inner.owner(uuid)
 
-    def incoming_disk(self, uuid: str) -> pathlib.Path | None:
-        return self.inner.incoming_disk(uuid)
+    def disk_path(self, uuid: str, *, migration: str) -> pathlib.Path | None:
+        return self.inner.disk_path(uuid, migration=migration)

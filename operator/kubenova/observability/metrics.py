@@ -88,6 +88,7 @@ STEPS = (
     "finish_migration",
     "confirm_migration",
     "finish_revert_migration",
+    "release_migration",
     "destroy",
     "transfer_disk",
 )

@@ -18,6 +18,8 @@ from kubenova.api.migration import Writer as Wr
         (P.POST_MIGRATING, P.FINISHED, Wr.DEST),
         (P.FINISHED, P.CONFIRMING, Wr.CONTROLLER),
         (P.CONFIRMING, P.CONFIRMED, Wr.SOURCE),
+        (P.CONFIRMING, P.FINISHED, Wr.SOURCE),  # a failed confirm: back to verify, retried
+        (P.CONFIRMING, P.ERROR, None),  # never: from finished on, the new copy stays
         (P.FINISHED, P.REVERTING, Wr.CONTROLLER),
         (P.REVERTING, P.REVERTED, Wr.SOURCE),
         (P.PRE_MIGRATING, P.FINISHED, None),
@@ -37,8 +39,8 @@ def test_final_phases_are_final() -> None:
     assert not [t for t in migration.TRANSITIONS if t[0] in migration.FINAL_PHASES]
 
 
-def test_every_working_phase_can_fail() -> None:
-    working = set(P) - migration.FINAL_PHASES - {P.FINISHED}
+def test_every_working_phase_but_confirm_can_fail() -> None:
+    working = set(P) - migration.FINAL_PHASES - {P.FINISHED, P.CONFIRMING}
     assert {old for old, new in migration.TRANSITIONS if new is P.ERROR} == working
 
 

@@ -34,7 +34,10 @@ def _libvirt(tmp: pathlib.Path) -> base.Driver:
         from kubenova.drivers import libvirt  # noqa: PLC0415 - needs libvirt-python
 
         driver = libvirt.LibvirtDriver(
-            uri="qemu:///system", instances_path=tmp / "instances", virt_type="qemu"
+            uri="qemu:///system",
+            instances_path=tmp / "instances",
+            images_path=tmp / "images",
+            virt_type="qemu",
         )
         driver.conn.getVersion()
     except Exception as exc:
@@ -51,23 +54,42 @@ DRIVERS: dict[str, DriverFactory] = {
     "fake": lambda tmp: fake.FakeDriver(Amount(4, 4096, 40), state_file=tmp / "state.json"),
     "libvirt": _libvirt,
 }
-IMAGE = ""
+IMAGE = "blank"  # an empty image: a blank disk of the flavor's size, no OS
+MIG, OTHER = str(uuids.uuid4()), str(uuids.uuid4())  # two Migrations' uids
 
 
 @pytest.fixture(params=sorted(DRIVERS))
 def driver(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Iterator[base.Driver]:
-    global UUID, IMAGE  # noqa: PLW0603 - per-test values the helpers below read
+    global UUID  # noqa: PLW0603 - the per-test value the helpers below read
     UUID = str(uuids.uuid4())
-    image = tmp_path / "image"  # an empty image: a blank disk of the flavor's size, no OS
-    image.mkdir()
-    IMAGE = str(image)
+    (tmp_path / "images" / IMAGE).mkdir(parents=True)
     d = DRIVERS[request.param](tmp_path)
     yield d
     run(d.destroy(UUID))
 
 
 def guest(flavor: Amount = TINY, power_on: bool = True) -> base.Guest:
-    return base.Guest(uuid=UUID, flavor=flavor, image=IMAGE, power_on=power_on)
+    return base.Guest(uuid=UUID, flavor=flavor, image=IMAGE, power_on=power_on, name="ns/vm")
+
+
+def set_aside(driver: base.Driver, *, same_host: bool = True, mig: str = MIG) -> None:
+    run(
+        driver.migrate_disk_and_power_off(UUID, migration=mig, same_host=same_host, timeout=TIMEOUT)
+    )
+
+
+def finish(
+    driver: base.Driver, flavor: Amount = BIGGER, *, power_on: bool = True, mig: str = MIG
+) -> None:
+    run(driver.finish_migration(guest(flavor, power_on), migration=mig, same_host=True))
+
+
+def revert(driver: base.Driver, *, same_host: bool = True, mig: str = MIG) -> None:
+    run(driver.finish_revert_migration(guest(TINY), migration=mig, same_host=same_host))
+
+
+def confirm(driver: base.Driver, *, same_host: bool = True, mig: str = MIG) -> None:
+    run(driver.confirm_migration(UUID, migration=mig, same_host=same_host))
 
 
 def info(driver: base.Driver) -> base.GuestInfo | None:
@@ -95,13 +117,13 @@ def test_power_off_and_on(driver: base.Driver) -> None:
 def test_resize_then_confirm(driver: base.Driver, same_host: bool) -> None:
     run(driver.spawn(guest()))
     for _ in range(2):  # every step twice: a crash-and-retry must be harmless
-        run(driver.migrate_disk_and_power_off(UUID, same_host=same_host, timeout=TIMEOUT))
+        set_aside(driver, same_host=same_host)
     if same_host:
         for _ in range(2):
-            run(driver.finish_migration(guest(BIGGER), same_host=True))
+            finish(driver)
         assert info(driver) == base.GuestInfo(base.Power.RUNNING, 2, 512, 2)
     for _ in range(2):
-        run(driver.confirm_migration(UUID, same_host=same_host))
+        confirm(driver, same_host=same_host)
     if same_host:
         assert info(driver) == base.GuestInfo(base.Power.RUNNING, 2, 512, 2)
     else:
@@ -110,33 +132,33 @@ def test_resize_then_confirm(driver: base.Driver, same_host: bool) -> None:
 
 def test_same_host_resize_then_revert_restores_the_original(driver: base.Driver) -> None:
     run(driver.spawn(guest()))
-    run(driver.migrate_disk_and_power_off(UUID, same_host=True, timeout=TIMEOUT))
-    run(driver.finish_migration(guest(BIGGER), same_host=True))
+    set_aside(driver)
+    finish(driver)
     for _ in range(2):
-        run(driver.finish_revert_migration(guest(TINY), same_host=True))
+        revert(driver)
     assert info(driver) == base.GuestInfo(base.Power.RUNNING, 1, 256, 1)
 
 
 def test_cross_host_revert_powers_the_original_back_on(driver: base.Driver) -> None:
     run(driver.spawn(guest()))
-    run(driver.migrate_disk_and_power_off(UUID, same_host=False, timeout=TIMEOUT))
+    set_aside(driver, same_host=False)
     assert (i := info(driver)) is not None
     assert i.power is base.Power.STOPPED  # kept, powered off, until confirm or revert
-    run(driver.finish_revert_migration(guest(TINY), same_host=False))
+    revert(driver, same_host=False)
     assert info(driver) == base.GuestInfo(base.Power.RUNNING, 1, 256, 1)
 
 
 def test_stopped_instance_stays_stopped_through_a_resize(driver: base.Driver) -> None:
     run(driver.spawn(guest(power_on=False)))
-    run(driver.migrate_disk_and_power_off(UUID, same_host=True, timeout=TIMEOUT))
-    run(driver.finish_migration(guest(BIGGER, power_on=False), same_host=True))
+    set_aside(driver)
+    finish(driver, power_on=False)
     assert (i := info(driver)) is not None
     assert i.power is base.Power.STOPPED
 
 
 def test_destroy_removes_everything_and_is_idempotent(driver: base.Driver) -> None:
     run(driver.spawn(guest()))
-    run(driver.migrate_disk_and_power_off(UUID, same_host=True, timeout=TIMEOUT))
+    set_aside(driver)
     run(driver.destroy(UUID))
     run(driver.destroy(UUID))
     assert run(driver.list_guests()) == []
@@ -147,6 +169,52 @@ def test_fake_state_survives_a_restart(tmp_path: pathlib.Path) -> None:
     uuid = str(uuids.uuid4())
     first = fake.FakeDriver(Amount(4, 4096, 40), state_file=tmp_path / "s.json")
     run(first.spawn(base.Guest(uuid=uuid, flavor=TINY, image="cirros", power_on=True)))
-    run(first.migrate_disk_and_power_off(uuid, same_host=True, timeout=TIMEOUT))
+    run(first.migrate_disk_and_power_off(uuid, migration=MIG, same_host=True, timeout=TIMEOUT))
     second = fake.FakeDriver(Amount(4, 4096, 40), state_file=tmp_path / "s.json")
     assert second.has_revert_point(uuid)
+
+
+# --- artefacts belong to a migration (design.md §6) ----------------------------------------
+
+
+def test_a_revert_point_of_another_migration_is_never_taken_for_this_ones(
+    driver: base.Driver,
+) -> None:
+    """A stale `<uuid>_resize` (its Migration deleted) must not make the next resize skip
+    the set-aside and grow the live original in place; revert then restores this one's."""
+    run(driver.spawn(guest()))
+    set_aside(driver, mig=OTHER)
+    finish(driver, mig=OTHER)  # the guest runs on the overlay; OTHER is then forgotten
+    set_aside(driver)  # the next resize: the stale revert point goes, the current disk stays
+    finish(driver, Amount(2, 512, 3))
+    assert info(driver) == base.GuestInfo(base.Power.RUNNING, 2, 512, 3)
+    revert(driver)
+    assert info(driver) == base.GuestInfo(base.Power.RUNNING, 1, 256, 2)  # MIG's original
+
+
+def test_steps_refuse_a_revert_point_that_is_not_this_migrations(driver: base.Driver) -> None:
+    run(driver.spawn(guest()))
+    set_aside(driver, mig=OTHER)
+    for step in (finish, revert, confirm):
+        with pytest.raises(base.DriverError, match=r"not this migration's|belongs to migration"):
+            step(driver)  # type: ignore[operator]
+    revert(driver, mig=OTHER)  # its own migration still can
+    assert info(driver) == base.GuestInfo(base.Power.RUNNING, 1, 256, 1)
+
+
+def test_release_stops_the_guest_and_keeps_files_it_did_not_receive(
+    driver: base.Driver,
+) -> None:
+    run(driver.spawn(guest()))
+    run(driver.release_migration(UUID, migration=MIG))  # spawned here, not received for MIG
+    i = info(driver)
+    assert i is None or i.power is base.Power.STOPPED  # never runs beside the original
+    assert run(driver.list_guests()) == [UUID]  # but its files are not this migration's
+
+
+def test_quarantine_takes_the_guest_away_and_purge_waits(driver: base.Driver) -> None:
+    run(driver.spawn(guest()))
+    run(driver.quarantine(UUID))
+    assert info(driver) is None
+    assert run(driver.list_guests()) == []
+    assert run(driver.purge_quarantine(3600)) == []

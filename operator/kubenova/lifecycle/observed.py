@@ -1,0 +1,70 @@
+"""What a reconcile observed, and the small rules both decide() halves share. Pure."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+
+from kubenova.api import common, flavor, instance, migration, names
+from kubenova.lifecycle import conditions
+from kubenova.lifecycle.draft import Draft
+from kubenova.scheduling import amounts
+
+C = names.ConditionType
+S = names.ConditionStatus
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    confirm_window_seconds: float = 0.0  # 0: never auto-confirm
+    allow_resize_to_same_host: bool = True
+    retry_base_seconds: float = 5.0
+    retry_cap_seconds: float = 300.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Observed:
+    instance: instance.Instance
+    # The active migration of this instance, else the one status.migrationRef names.
+    migration: migration.Migration | None
+    flavor: flavor.FlavorSpec | None  # the Flavor spec.flavor names; None if it does not exist
+    now: datetime.datetime
+    settings: Settings = Settings()
+    hosts_up: frozenset[str] = frozenset()
+
+
+def amount(snapshot: common.FlavorSnapshot) -> amounts.Amount:
+    return amounts.Amount(snapshot.vcpus, snapshot.memory_mib, snapshot.disk_gib)
+
+
+def snapshot(name: str, spec: flavor.FlavorSpec) -> common.FlavorSnapshot:
+    return common.FlavorSnapshot(
+        name=name, vcpus=spec.vcpus, memory_mib=spec.memory_mib, disk_gib=spec.disk_gib
+    )
+
+
+def is_active(mig: migration.Migration) -> bool:
+    return mig.status.phase not in migration.FINAL_PHASES
+
+
+def settle_power(d: Draft, actual: instance.PowerState) -> None:
+    running = actual is instance.PowerState.RUNNING
+    d.phase(instance.Phase.ACTIVE if running else instance.Phase.SHUTOFF)
+    if running:
+        d.condition(C.READY, S.TRUE, "Running", "the guest is running")
+    else:
+        d.condition(C.READY, S.FALSE, "Stopped", "the guest is powered off")
+
+
+def backoff(settings: Settings, failures: int) -> float:
+    """Capped exponential backoff after `failures` failed attempts (1 = the first)."""
+    exponent = max(0, failures - 1)
+    return float(min(settings.retry_cap_seconds, settings.retry_base_seconds * 2**exponent))
+
+
+def retry_after(obs: Observed, type_: names.ConditionType) -> float:
+    """Capped backoff from how long the failure has lasted: no attempt counter to store."""
+    found = conditions.find(obs.instance.status.conditions, type_.value)
+    elapsed = (obs.now - found.last_transition_time).total_seconds() if found else 0.0
+    s = obs.settings
+    return min(s.retry_cap_seconds, max(s.retry_base_seconds, elapsed))

@@ -34,7 +34,7 @@ controlplane: deps
 tools: deps
 	@bash hack/install-helm.sh >/dev/null
 
-up: controlplane
+up: controlplane tools
 	@$(PY) -m hack.devenv up
 
 down:

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Build the tiny test guest from Debian packages and cache it outside the repository:
 # a Debian kernel (direct kernel boot) and a busybox-static initramfs whose init prints
-#   KUBENOVA-GUEST cpus=N memtotal_kib=N disk_sectors=N marker=TEXT
-# to the serial console (TEXT is read from the first bytes of the root disk /dev/vda).
+#   KUBENOVA-GUEST cpus=N memtotal_kib=N disk_sectors=N marker=TEXT boots=N
+# to the serial console (TEXT is read from the first bytes of the root disk /dev/vda; N of
+# boots is a counter the guest keeps in the disk's sector at 1 MiB and bumps each boot).
 # Prints the image directory (vmlinuz, initrd.img), which is what Instance spec.image names.
 set -euo pipefail
 
@@ -14,6 +15,11 @@ OUT="$CACHE/guest/busybox-$INIT_SUM"
 # virtio for the disk; button (the ACPI power button) and evdev (its input events) so the
 # guest's acpid powers off on `virsh shutdown`: graceful power-off is real, not a timeout.
 MODULES="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk button evdev"
+if [[ -f "$OUT/vmlinuz" && -f "$OUT/initrd.img" ]]; then echo "$OUT"; exit 0; fi
+# Parallel test workers build at once on a cold cache: one builds, the others wait for it.
+mkdir -p "$CACHE/guest"
+exec 9>"$CACHE/guest/.lock"
+flock 9
 if [[ -f "$OUT/vmlinuz" && -f "$OUT/initrd.img" ]]; then echo "$OUT"; exit 0; fi
 
 command -v busybox >/dev/null || { apt-get update -qq; apt-get install -y -qq busybox-static cpio >/dev/null; }

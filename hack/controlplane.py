@@ -39,6 +39,9 @@ LOOPBACK = "127.0.0.1"
 READY_TIMEOUT = 60.0  # cold page cache on 2 cores: the apiserver has been seen at ~15 s
 STOP_GRACE = 10.0  # seconds between SIGTERM and SIGKILL
 ADMIN_USER = "kubenova-admin"
+# The local controller's own identity (`controller.kubeconfig`): the label policy lets only
+# the controller change kubenova's labels, so it must not share the user's.
+CONTROLLER_USER = "kubenova-controller"
 
 
 def binaries() -> pathlib.Path:
@@ -112,6 +115,7 @@ class ControlPlane:
         self.pki_dir = self.dir / "pki"
         self.log_dir = self.dir / "logs"
         self.kubeconfig = self.dir / "kubeconfig"
+        self.controller_kubeconfig = self.dir / "controller.kubeconfig"
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.apiserver_port = 0
         self.startup_seconds = 0.0
@@ -161,6 +165,12 @@ class ControlPlane:
         admin = ca.issue(
             self.pki_dir, "admin", common_name=ADMIN_USER, organizations=("system:masters",)
         )
+        controller = ca.issue(
+            self.pki_dir,
+            "controller",
+            common_name=CONTROLLER_USER,
+            organizations=("system:masters",),
+        )
         sa = pki.service_account_keys(self.pki_dir)
         return {
             "ca": ca.path,
@@ -168,6 +178,8 @@ class ControlPlane:
             "serving_key": serving.key,
             "admin_cert": admin.cert,
             "admin_key": admin.key,
+            "controller_cert": controller.cert,
+            "controller_key": controller.key,
             "sa_pub": sa.cert,
             "sa_key": sa.key,
         }
@@ -266,6 +278,19 @@ class ControlPlane:
         )
 
     def _write_kubeconfig(self, certs: dict[str, pathlib.Path]) -> None:
+        for path, user, prefix in (
+            (self.kubeconfig, ADMIN_USER, "admin"),
+            (self.controller_kubeconfig, CONTROLLER_USER, "controller"),
+        ):
+            self._write_kubeconfig_for(
+                path,
+                user,
+                {"ca": certs["ca"], "cert": certs[f"{prefix}_cert"], "key": certs[f"{prefix}_key"]},
+            )
+
+    def _write_kubeconfig_for(
+        self, path: pathlib.Path, user: str, certs: dict[str, pathlib.Path]
+    ) -> None:
         def b64(path: pathlib.Path) -> str:
             return base64.b64encode(path.read_bytes()).decode()
 
@@ -283,10 +308,10 @@ class ControlPlane:
             ],
             "users": [
                 {
-                    "name": ADMIN_USER,
+                    "name": user,
                     "user": {
-                        "client-certificate-data": b64(certs["admin_cert"]),
-                        "client-key-data": b64(certs["admin_key"]),
+                        "client-certificate-data": b64(certs["cert"]),
+                        "client-key-data": b64(certs["key"]),
                     },
                 }
             ],
@@ -295,7 +320,7 @@ class ControlPlane:
                     "name": "kubenova",
                     "context": {
                         "cluster": "kubenova",
-                        "user": ADMIN_USER,
+                        "user": user,
                         "namespace": "default",
                     },
                 }
@@ -303,8 +328,8 @@ class ControlPlane:
             "current-context": "kubenova",
         }
         # JSON is YAML; no dependency needed for a file kubectl and clients read.
-        self.kubeconfig.write_text(json.dumps(config, indent=2))
-        self.kubeconfig.chmod(0o600)
+        path.write_text(json.dumps(config, indent=2))
+        path.chmod(0o600)
 
     @property
     def server(self) -> str:

@@ -63,6 +63,44 @@ def _spawn(
     return proc.pid
 
 
+def install_label_policy(kubeconfig: pathlib.Path) -> None:
+    """The chart's label policy (templates/label-policy.yaml, the one source), rendered by
+    helm for the local controller's identity: only it may change kubenova's labels."""
+    helm = (
+        subprocess.run(
+            ["bash", str(REPO / "hack" / "install-helm.sh")],
+            check=True,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+    rendered = subprocess.run(
+        [
+            helm,
+            "template",
+            "kubenova",
+            str(REPO / "charts" / "kubenova"),
+            "--show-only",
+            "templates/label-policy.yaml",
+            "--set",
+            f"labelPolicy.controllerUsers={{{controlplane.CONTROLLER_USER}}}",
+        ],
+        check=True,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "HELM_CACHE_HOME": "/tmp/kubenova-helm/cache"},
+    ).stdout
+    subprocess.run(
+        ["kubectl", f"--kubeconfig={kubeconfig}", "apply", "-f", "-"],
+        input=rendered,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+
+
 def _wait_hypervisors(kubeconfig: pathlib.Path) -> None:
     deadline = time.monotonic() + READY_TIMEOUT
     while time.monotonic() < deadline:
@@ -183,6 +221,7 @@ def up(state_dir: pathlib.Path) -> int:
     kubectl(plane.kubeconfig, "apply", *crds)
     kubectl(plane.kubeconfig, "wait", "--for=condition=Established", "--timeout=60s", *crds)
     kubectl(plane.kubeconfig, "apply", "-f", str(samples / "flavors.yaml"))
+    install_label_policy(plane.kubeconfig)
     metrics = {name: controlplane.free_port() for name in ("controller", *NODES)}
     pids = {
         "controller": _spawn(
@@ -194,6 +233,8 @@ def up(state_dir: pathlib.Path) -> int:
                 f"--webhook-port={controlplane.free_port()}",
                 f"--webhook-cert-dir={state_dir / 'webhook'}",
             ],
+            # Its own identity: the label policy lets only the controller change labels.
+            env={"KUBECONFIG": str(plane.controller_kubeconfig)},
         )
     }
     problem = libvirt_problem()

@@ -92,7 +92,12 @@ class Env:
         webhook: bool = True,
         environ: dict[str, str] | None = None,
     ) -> Process:
-        env = {**(environ or {}), **({"KUBENOVA_FAULT": fault} if fault else {})}
+        # Its own identity (hack/controlplane.py): the label policy exempts only the controller.
+        env = {
+            "KUBECONFIG": str(self.plane.controller_kubeconfig),
+            **(environ or {}),
+            **({"KUBENOVA_FAULT": fault} if fault else {}),
+        }
         hook = [
             f"--webhook-port={controlplane.free_port()}",
             f"--webhook-cert-dir={self.dir / 'webhook'}",
@@ -123,7 +128,12 @@ class Env:
         `shared_libvirtd`: this machine's one libvirtd hosts several simulated nodes, so the
         agent prefixes its domains with the node name (two nodes never share a domain) and
         serves disks to the other agents, as on two real nodes."""
-        driver = ["libvirt", "--virt-type=qemu", f"--instances-path={self.instances_path(node)}"]
+        driver = [
+            "libvirt",
+            "--virt-type=qemu",
+            f"--instances-path={self.instances_path(node)}",
+            f"--images-path={self.dir / 'images'}",
+        ]
         if shared_libvirtd:
             driver += [
                 f"--libvirt-domain-prefix={node}",

@@ -16,4 +16,5 @@ def guest_image() -> pathlib.Path:
 
 @pytest.fixture
 def image(guest_image: pathlib.Path, tmp_path: pathlib.Path) -> pathlib.Path:
-    return guest.image_with_marker(guest_image, tmp_path / "image")
+    """The marked test image, under the images path the test's agents are given."""
+    return guest.image_with_marker(guest_image, tmp_path / "images" / guest.IMAGE)

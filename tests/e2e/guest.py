@@ -1,8 +1,10 @@
 """Real guests for e2e tests: the image, a root disk with a marker, the guest's reports.
 
 The test image (hack/build-guest-image.sh) prints one line to its serial console at each
-boot: `KUBENOVA-GUEST cpus=N memtotal_kib=N disk_sectors=N marker=TEXT`, where TEXT is
-read from the start of its root disk.
+boot: `KUBENOVA-GUEST cpus=N memtotal_kib=N disk_sectors=N marker=TEXT boots=N`, where TEXT
+is read from the start of its root disk and `boots` is a counter the guest itself keeps on
+that disk (each boot reads it, adds one and writes it back): the guest's own writes, seen
+by the guest, tell whether what it wrote during VERIFY_RESIZE survived.
 """
 
 from __future__ import annotations
@@ -11,15 +13,35 @@ import os
 import pathlib
 import re
 import subprocess
+from typing import NamedTuple
 
 import pytest
 
 from tests.env import Env
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-LINE = re.compile(r"KUBENOVA-GUEST cpus=(\d+) memtotal_kib=(\d+) disk_sectors=(\d+) marker=(\S*)")
+LINE = re.compile(
+    r"KUBENOVA-GUEST cpus=(\d+) memtotal_kib=(\d+) disk_sectors=(\d+) marker=(\S*)"
+    r"(?: boots=(\d+))?"
+)
 MARKER = "kubenova-e2e-marker"
 SECTORS_PER_GIB = 2 * 1024 * 1024
+IMAGE = "marked"  # the image name Instances give: under the agents' --images-path
+
+
+class Report(NamedTuple):
+    """One boot, as the guest saw it."""
+
+    cpus: int
+    memtotal_kib: int
+    disk_sectors: int
+    marker: str
+    boots: int  # this boot's number, counted on the guest's own disk
+
+
+def images_path(env: Env) -> pathlib.Path:
+    """Where the test's libvirt agents look up images by name (tests/env.py)."""
+    return env.dir / "images"
 
 
 def build_image() -> pathlib.Path:
@@ -41,8 +63,9 @@ def build_image() -> pathlib.Path:
 
 
 def image_with_marker(guest_image: pathlib.Path, where: pathlib.Path) -> pathlib.Path:
-    """The cached kernel and initramfs, plus a root disk whose first bytes are MARKER."""
-    where.mkdir()
+    """The cached kernel and initramfs, plus a root disk whose first bytes are MARKER, at
+    `where` (an image named `where.name` in the images path `where.parent`)."""
+    where.mkdir(parents=True)
     for name in ("vmlinuz", "initrd.img"):
         (where / name).symlink_to(guest_image / name)
     raw = where / "disk.raw"
@@ -67,13 +90,13 @@ def image_with_marker(guest_image: pathlib.Path, where: pathlib.Path) -> pathlib
     return where
 
 
-def reports(env: Env, node: str, uuid: str) -> list[tuple[int, int, int, str]]:
+def reports(env: Env, node: str, uuid: str) -> list[Report]:
     console = env.instances_path(node) / "console" / f"{uuid}.log"
     text = console.read_text(errors="replace") if console.exists() else ""
-    return [(int(a), int(b), int(c), d) for a, b, c, d in LINE.findall(text)]
+    return [Report(int(a), int(b), int(c), d, int(e or 0)) for a, b, c, d, e in LINE.findall(text)]
 
 
-def boots(env: Env, node: str, uuid: str, count: int) -> tuple[int, int, int, str]:
+def boots(env: Env, node: str, uuid: str, count: int) -> Report:
     """Wait for the guest's `count`-th boot report; TCG boots take ~10 s on 2 cores."""
     found = env.wait_for(
         lambda: len(r := reports(env, node, uuid)) >= count and r,
@@ -83,7 +106,7 @@ def boots(env: Env, node: str, uuid: str, count: int) -> tuple[int, int, int, st
     return found[count - 1]  # type: ignore[no-any-return]
 
 
-def booted(env: Env, image: pathlib.Path, **agent: object) -> str:
+def booted(env: Env, image: pathlib.Path, *args: str, **agent: object) -> str:
     """Flavors e2e.one (1 vCPU, 256 MiB, 1 GiB) and e2e.two (2, 512, 2), the controller, a
     libvirt agent on node-a, and an instance `vm` booted once; returns its uuid."""
     for name, vcpus, mem, disk in (("e2e.one", 1, 256, 1), ("e2e.two", 2, 512, 2)):
@@ -96,10 +119,54 @@ def booted(env: Env, image: pathlib.Path, **agent: object) -> str:
             }
         )
     env.start_controller()
-    env.start_libvirt_agent("node-a", **agent)  # type: ignore[arg-type]
-    env.create("vm", "e2e.one", image=str(image), shutdownTimeoutSeconds=3)
+    env.start_libvirt_agent("node-a", *args, **agent)  # type: ignore[arg-type]
+    env.create("vm", "e2e.one", image=image.name, shutdownTimeoutSeconds=3)
     uuid: str = env.wait_phase("vm", "ACTIVE", timeout=120)["status"]["uuid"]
-    cpus, mem, sectors, marker = boots(env, "node-a", uuid, 1)
-    assert (cpus, sectors, marker) == (1, SECTORS_PER_GIB, MARKER)
-    assert 150 * 1024 < mem <= 256 * 1024  # MemTotal is a little under the 256 MiB given
+    first = boots(env, "node-a", uuid, 1)
+    assert (first.cpus, first.disk_sectors, first.marker, first.boots) == (
+        1,
+        SECTORS_PER_GIB,
+        MARKER,
+        1,
+    )
+    assert 150 * 1024 < first.memtotal_kib <= 256 * 1024  # a little under the 256 MiB given
     return uuid
+
+
+def reboot(env: Env, name: str) -> None:
+    """Power the instance off and on through its spec, as a user would."""
+    for power, phase in (("Stopped", "SHUTOFF"), ("Running", "ACTIVE")):
+        env.kubectl(
+            "patch",
+            "instance",
+            name,
+            "--type=merge",
+            "-p",
+            f'{{"spec":{{"powerState":"{power}"}}}}',
+        )
+        env.wait_phase(name, phase, timeout=120)
+
+
+def has_marker_file(disk: pathlib.Path) -> bool:
+    """Whether a qcow2 disk (a guest's, not running) starts with MARKER, as the guest reads it."""
+    out = disk.with_name(disk.name + ".head")
+    subprocess.run(
+        [
+            "qemu-img",
+            "dd",
+            "-f",
+            "qcow2",
+            "-O",
+            "raw",
+            "bs=64",
+            "count=1",
+            f"if={disk}",
+            f"of={out}",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        return out.read_bytes().startswith(MARKER.encode())
+    finally:
+        out.unlink()

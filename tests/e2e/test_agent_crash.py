@@ -55,11 +55,11 @@ def test_agent_killed_at(env: Env, image: pathlib.Path, point: str) -> None:
     last = env.wait_for(
         lambda: (
             guest.reports(env, "node-a", uuid)[-1:]
-            and guest.reports(env, "node-a", uuid)[-1][0] == (1 if reverting else 2)
+            and guest.reports(env, "node-a", uuid)[-1].cpus == (1 if reverting else 2)
             and guest.reports(env, "node-a", uuid)[-1]
         ),
         timeout=180,
         what="the guest's report after recovery",
     )
-    assert last[3] == guest.MARKER  # the data survived the crash
-    assert last[2] == (1 if reverting else 2) * guest.SECTORS_PER_GIB
+    assert last.marker == guest.MARKER  # the data survived the crash
+    assert last.disk_sectors == (1 if reverting else 2) * guest.SECTORS_PER_GIB

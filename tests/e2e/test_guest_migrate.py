@@ -39,8 +39,13 @@ def test_cross_node_resize_then_confirm(two_nodes: tuple[Env, str]) -> None:
     assert env.resize("vm", "e2e.two").ok
     inst = env.wait_phase("vm", "VERIFY_RESIZE", timeout=180)
     assert inst["status"]["node"] == "node-b"
-    cpus, _, sectors, marker = guest.boots(env, "node-b", uuid, 1)
-    assert (cpus, sectors, marker) == (2, 2 * guest.SECTORS_PER_GIB, guest.MARKER)
+    seen = guest.boots(env, "node-b", uuid, 1)
+    assert (seen.cpus, seen.disk_sectors, seen.marker) == (
+        2,
+        2 * guest.SECTORS_PER_GIB,
+        guest.MARKER,
+    )
+    assert seen.boots == 2  # the disk came with its first boot, and this one is written on it
     assert uuid in domains(env, "node-a")  # the original waits, powered off, until confirm
 
     env.annotate("vm", "resize", "confirm")
@@ -48,6 +53,8 @@ def test_cross_node_resize_then_confirm(two_nodes: tuple[Env, str]) -> None:
     assert not (env.instances_path("node-a") / uuid).exists()
     assert uuid not in domains(env, "node-a")
     assert uuid in domains(env, "node-b")
+    guest.reboot(env, "vm")  # what it wrote during VERIFY_RESIZE survived the confirm
+    assert guest.boots(env, "node-b", uuid, 2).boots == 3
 
 
 def test_cross_node_resize_then_revert(two_nodes: tuple[Env, str]) -> None:
@@ -57,8 +64,9 @@ def test_cross_node_resize_then_revert(two_nodes: tuple[Env, str]) -> None:
     env.annotate("vm", "resize", "revert")
     inst = env.wait_phase("vm", "ACTIVE", timeout=180)
     assert (inst["status"]["node"], inst["spec"]["flavor"]) == ("node-a", "e2e.one")
-    cpus, _, sectors, marker = guest.boots(env, "node-a", uuid, 2)
-    assert (cpus, sectors, marker) == (1, guest.SECTORS_PER_GIB, guest.MARKER)
+    back = guest.boots(env, "node-a", uuid, 2)
+    assert (back.cpus, back.disk_sectors, back.marker) == (1, guest.SECTORS_PER_GIB, guest.MARKER)
+    assert back.boots == 2  # the original's count: the boot on node-b went with its disk
     assert not (env.instances_path("node-b") / uuid).exists()
     assert uuid not in domains(env, "node-b")
 
@@ -68,8 +76,8 @@ def test_cold_migrate_then_confirm(two_nodes: tuple[Env, str]) -> None:
     env.annotate("vm", "migrate", "")
     inst = env.wait_phase("vm", "VERIFY_RESIZE", timeout=180)
     assert inst["status"]["node"] == "node-b"
-    cpus, _, sectors, marker = guest.boots(env, "node-b", uuid, 1)
-    assert (cpus, sectors, marker) == (1, guest.SECTORS_PER_GIB, guest.MARKER)
+    seen = guest.boots(env, "node-b", uuid, 1)
+    assert (seen.cpus, seen.disk_sectors, seen.marker) == (1, guest.SECTORS_PER_GIB, guest.MARKER)
     env.annotate("vm", "resize", "confirm")
     env.wait_phase("vm", "ACTIVE", timeout=120)
     assert uuid not in domains(env, "node-a")

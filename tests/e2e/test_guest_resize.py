@@ -23,9 +23,10 @@ def test_resize_then_confirm_seen_from_inside_the_guest(booted: tuple[Env, str])
     first = guest.reports(env, "node-a", uuid)[0]
     assert env.resize("vm", "e2e.two").ok
     env.wait_phase("vm", "VERIFY_RESIZE", timeout=120)
-    cpus, mem, sectors, marker = guest.boots(env, "node-a", uuid, 2)
-    assert (cpus, sectors, marker) == (2, 2 * guest.SECTORS_PER_GIB, guest.MARKER)
-    assert mem > first[1] + 200 * 1024  # about 256 MiB more memory
+    new = guest.boots(env, "node-a", uuid, 2)
+    assert (new.cpus, new.disk_sectors, new.marker) == (2, 2 * guest.SECTORS_PER_GIB, guest.MARKER)
+    assert new.memtotal_kib > first.memtotal_kib + 200 * 1024  # about 256 MiB more memory
+    assert new.boots == 2  # it wrote its second boot on the new disk, in VERIFY_RESIZE
     env.annotate("vm", "resize", "confirm")
     inst = env.wait_phase("vm", "ACTIVE", timeout=120)
     assert inst["status"]["host"] == {
@@ -35,6 +36,10 @@ def test_resize_then_confirm_seen_from_inside_the_guest(booted: tuple[Env, str])
         "diskGiB": 2,
     }
     assert not (env.instances_path("node-a") / f"{uuid}_resize").exists()
+    # What the guest wrote during VERIFY_RESIZE survived the confirm: it reads it at the next boot.
+    guest.reboot(env, "vm")
+    after = guest.boots(env, "node-a", uuid, 3)
+    assert (after.cpus, after.marker, after.boots) == (2, guest.MARKER, 3)
 
 
 def test_resize_then_revert_seen_from_inside_the_guest(booted: tuple[Env, str]) -> None:
@@ -42,9 +47,10 @@ def test_resize_then_revert_seen_from_inside_the_guest(booted: tuple[Env, str]) 
     first = guest.reports(env, "node-a", uuid)[0]
     assert env.resize("vm", "e2e.two").ok
     env.wait_phase("vm", "VERIFY_RESIZE", timeout=120)
-    assert guest.boots(env, "node-a", uuid, 2)[0] == 2
+    assert guest.boots(env, "node-a", uuid, 2).cpus == 2
     env.annotate("vm", "resize", "revert")
     inst = env.wait_phase("vm", "ACTIVE", timeout=120)
     assert inst["spec"]["flavor"] == "e2e.one"
-    assert guest.boots(env, "node-a", uuid, 3) == first  # the old sizes and the marker
+    # The old sizes and the marker; the boot written on the discarded disk is gone with it.
+    assert guest.boots(env, "node-a", uuid, 3) == first._replace(boots=2)
     assert not (env.instances_path("node-a") / f"{uuid}_resize").exists()

@@ -9,9 +9,11 @@ import os
 import pathlib
 import subprocess
 import uuid as uuids
+from collections.abc import Callable, Iterator
 
 import pytest
 
+from kubenova import faults
 from kubenova.drivers import base
 from kubenova.scheduling.amounts import Amount
 
@@ -26,10 +28,18 @@ TINY, BIGGER = Amount(1, 256, 1), Amount(2, 512, 2)
 MARKER = "0x4b"  # byte pattern written to the first 64 KiB of the original disk
 
 
+MIG = str(uuids.uuid4())  # the Migration's uid the driver marks its artefacts with
+IMAGE = "blank"  # an image with no disk: a blank disk of the flavor's size
+
+
 @pytest.fixture
 def driver(tmp_path: pathlib.Path) -> libvirt_driver.LibvirtDriver:
+    (tmp_path / "images" / IMAGE).mkdir(parents=True)
     d = libvirt_driver.LibvirtDriver(
-        uri="qemu:///system", instances_path=tmp_path / "inst", virt_type="qemu"
+        uri="qemu:///system",
+        instances_path=tmp_path / "inst",
+        images_path=tmp_path / "images",
+        virt_type="qemu",
     )
     try:
         d.conn.getVersion()
@@ -55,22 +65,20 @@ def has_marker(disk: pathlib.Path) -> bool:
     return out.returncode == 0 and "Pattern verification failed" not in out.stdout
 
 
-def spawned(
-    driver: libvirt_driver.LibvirtDriver, tmp_path: pathlib.Path
-) -> tuple[str, pathlib.Path]:
-    image = tmp_path / "image"
-    image.mkdir()
+def spawned(driver: libvirt_driver.LibvirtDriver, tmp_path: pathlib.Path) -> tuple[str, str]:
     uuid = str(uuids.uuid4())
-    asyncio.run(driver.spawn(base.Guest(uuid, TINY, str(image), power_on=False)))
+    asyncio.run(driver.spawn(base.Guest(uuid, TINY, IMAGE, power_on=False)))
     disk = driver.root / uuid / "disk"
     assert qemu_io(disk, f"write -P {MARKER} 0 64k").returncode == 0
-    return uuid, image
+    return uuid, IMAGE
 
 
-def resize(driver: libvirt_driver.LibvirtDriver, uuid: str, image: pathlib.Path) -> None:
-    asyncio.run(driver.migrate_disk_and_power_off(uuid, same_host=True, timeout=0.5))
+def resize(driver: libvirt_driver.LibvirtDriver, uuid: str, image: str, mig: str = MIG) -> None:
+    asyncio.run(driver.migrate_disk_and_power_off(uuid, migration=mig, same_host=True, timeout=0.5))
     asyncio.run(
-        driver.finish_migration(base.Guest(uuid, BIGGER, str(image), power_on=True), same_host=True)
+        driver.finish_migration(
+            base.Guest(uuid, BIGGER, image, power_on=True), migration=mig, same_host=True
+        )
     )
 
 
@@ -96,7 +104,7 @@ def test_confirm_makes_the_overlay_standalone_live(
     uuid, image = spawned(driver, tmp_path)
     resize(driver, uuid, image)
     try:
-        asyncio.run(driver.confirm_migration(uuid, same_host=True))
+        asyncio.run(driver.confirm_migration(uuid, migration=MIG, same_host=True))
         disk = driver.root / uuid / "disk"
         assert "backing-filename" not in libvirt_driver.disk_info(disk)
         assert not (driver.root / f"{uuid}_resize").exists()
@@ -117,7 +125,7 @@ def test_revert_restores_the_original(
     try:
         asyncio.run(
             driver.finish_revert_migration(
-                base.Guest(uuid, TINY, str(image), power_on=False), same_host=True
+                base.Guest(uuid, TINY, image, power_on=False), migration=MIG, same_host=True
             )
         )
         disk = driver.root / uuid / "disk"
@@ -132,16 +140,16 @@ def test_revert_restores_the_original(
 def test_shrinking_the_disk_is_refused_before_anything_changes(
     driver: libvirt_driver.LibvirtDriver, tmp_path: pathlib.Path
 ) -> None:
-    image = tmp_path / "image"
-    image.mkdir()
     uuid = str(uuids.uuid4())
-    asyncio.run(driver.spawn(base.Guest(uuid, BIGGER, str(image), power_on=False)))
+    asyncio.run(driver.spawn(base.Guest(uuid, BIGGER, IMAGE, power_on=False)))
     try:
-        asyncio.run(driver.migrate_disk_and_power_off(uuid, same_host=True, timeout=0.5))
+        asyncio.run(
+            driver.migrate_disk_and_power_off(uuid, migration=MIG, same_host=True, timeout=0.5)
+        )
         with pytest.raises(base.DriverError, match="disks never shrink"):
             asyncio.run(
                 driver.finish_migration(
-                    base.Guest(uuid, TINY, str(image), power_on=False), same_host=True
+                    base.Guest(uuid, TINY, IMAGE, power_on=False), migration=MIG, same_host=True
                 )
             )
         assert (driver.root / f"{uuid}_resize" / "disk").exists()  # the original is intact
@@ -151,8 +159,8 @@ def test_shrinking_the_disk_is_refused_before_anything_changes(
 
 @pytest.mark.parametrize(
     ("name", "found"),
-    [("cirros", True), ("missing", False), ("../escape", False)],
-    ids=["name-in-images-path", "unknown-name", "relative-path-is-not-a-name"],
+    [("cirros", True), ("missing", False), ("../escape", False), ("/etc/passwd", False)],
+    ids=["name-in-images-path", "unknown-name", "relative-path", "absolute-path"],
 )
 def test_spec_image_names_an_image_in_the_images_path(
     tmp_path: pathlib.Path, driver: libvirt_driver.LibvirtDriver, name: str, found: bool
@@ -169,7 +177,139 @@ def test_spec_image_names_an_image_in_the_images_path(
             asyncio.run(named.spawn(base.Guest(uuid, TINY, name, power_on=False)))
             assert (named.root / uuid / "image").read_text() == name
         else:
-            with pytest.raises(base.DriverError, match=f"image {name} not found on this node"):
+            with pytest.raises(base.DriverError, match=r"not an image name|not found on this node"):
                 asyncio.run(named.spawn(base.Guest(uuid, TINY, name, power_on=False)))
     finally:
         asyncio.run(named.destroy(uuid))
+
+
+# --- failure paths: nothing here may cost the current data ----------------------------------
+
+
+@pytest.fixture
+def fault() -> Iterator[Callable[[str], None]]:
+    """Arm a fault point in this process (as KUBENOVA_FAULT does in an agent)."""
+    yield faults.arm
+    faults.arm("")
+
+
+def test_a_block_pull_that_fails_keeps_the_revert_point_and_a_retry_confirms(
+    driver: libvirt_driver.LibvirtDriver,
+    tmp_path: pathlib.Path,
+    fault: Callable[[str], None],
+) -> None:
+    uuid, image = spawned(driver, tmp_path)
+    resize(driver, uuid, image)  # the guest runs on the overlay: the pull is live
+    disk, aside = driver.root / uuid / "disk", driver.root / f"{uuid}_resize"
+    try:
+        fault("agent:fail-once:libvirt:block-pull")  # a real job, aborted before it completes
+        with pytest.raises(base.DriverError, match="ended without completing"):
+            asyncio.run(driver.confirm_migration(uuid, migration=MIG, same_host=True))
+        assert (aside / "disk").exists()  # still the overlay's backing file
+        assert libvirt_driver.disk_info(disk)["backing-filename"] == str(aside / "disk")
+        asyncio.run(driver.confirm_migration(uuid, migration=MIG, same_host=True))
+        assert "backing-filename" not in libvirt_driver.disk_info(disk)
+        assert not aside.exists()
+        asyncio.run(driver.power_off(uuid, 0))
+        assert has_marker(disk)
+    finally:
+        asyncio.run(driver.destroy(uuid))
+
+
+def test_an_offline_flatten_that_fails_keeps_the_revert_point(
+    driver: libvirt_driver.LibvirtDriver,
+    tmp_path: pathlib.Path,
+    fault: Callable[[str], None],
+) -> None:
+    uuid, image = spawned(driver, tmp_path)
+    resize(driver, uuid, image)
+    asyncio.run(driver.power_off(uuid, 0))  # stopped: the confirm rebases with qemu-img
+    try:
+        fault("agent:fail-once:libvirt:rebase")
+        with pytest.raises(base.DriverError, match="injected failure"):
+            asyncio.run(driver.confirm_migration(uuid, migration=MIG, same_host=True))
+        assert (driver.root / f"{uuid}_resize" / "disk").exists()
+        asyncio.run(driver.confirm_migration(uuid, migration=MIG, same_host=True))
+        assert has_marker(driver.root / uuid / "disk")
+    finally:
+        asyncio.run(driver.destroy(uuid))
+
+
+def test_a_stale_revert_point_never_replaces_the_current_disk(
+    driver: libvirt_driver.LibvirtDriver, tmp_path: pathlib.Path
+) -> None:
+    """A `<uuid>_resize` left by a Migration that was deleted in VERIFY_RESIZE: the current
+    disk is an overlay on it. The next resize keeps the current data (made standalone),
+    quarantines the stale directory, and a revert of that resize restores current data."""
+    uuid, image = spawned(driver, tmp_path)
+    stale = str(uuids.uuid4())
+    resize(driver, uuid, image, mig=stale)
+    asyncio.run(driver.power_off(uuid, 0))
+    disk = driver.root / uuid / "disk"
+    assert qemu_io(disk, "write -P 0x5c 1M 64k").returncode == 0  # written in VERIFY_RESIZE
+    try:
+        resize(driver, uuid, image)  # MIG, a new resize on top of the stale state
+        aside = driver.root / f"{uuid}_resize"
+        assert (aside / ".set-aside-for").read_text() == MIG
+        quarantined = list((driver.root / ".quarantine").iterdir())
+        assert [p.name.split("-20")[0] for p in quarantined] == [f"{uuid}_resize"]
+        asyncio.run(
+            driver.finish_revert_migration(
+                base.Guest(uuid, BIGGER, image, power_on=False), migration=MIG, same_host=True
+            )
+        )
+        assert "backing-filename" not in libvirt_driver.disk_info(disk)
+        out = qemu_io(disk, "read -P 0x5c 1M 64k", "-r", "-U")
+        assert "Pattern verification failed" not in out.stdout, out.stdout  # the last write
+        assert has_marker(disk)
+    finally:
+        asyncio.run(driver.destroy(uuid))
+
+
+def test_a_destination_never_takes_another_attempts_disk_for_this_one(
+    driver: libvirt_driver.LibvirtDriver,
+) -> None:
+    uuid = str(uuids.uuid4())
+    first = asyncio.run(driver.prepare_incoming(uuid, migration=str(uuids.uuid4()), owner="ns/vm"))
+    assert first is not None
+    first.write_bytes(b"an old attempt's disk")
+    try:
+        again = asyncio.run(driver.prepare_incoming(uuid, migration=MIG, owner="ns/vm"))
+        assert again == first  # a path to receive into: nothing reused
+        assert not again.exists()
+        moved = list((driver.root / ".quarantine").glob(f"{uuid}-*/{uuid}/disk"))
+        assert [p.read_bytes() for p in moved] == [b"an old attempt's disk"]
+        again.write_bytes(b"this migration's disk")
+        assert asyncio.run(driver.prepare_incoming(uuid, migration=MIG, owner="ns/vm")) is None
+    finally:
+        asyncio.run(driver.destroy(uuid))
+
+
+def test_shared_storage_is_detected_and_refused_before_anything_moves(
+    driver: libvirt_driver.LibvirtDriver, tmp_path: pathlib.Path
+) -> None:
+    """Two nodes with one instancesPath (NFS): the destination sees the source's probe."""
+    dest = libvirt_driver.LibvirtDriver(
+        uri="qemu:///system",
+        instances_path=driver.root,
+        images_path=tmp_path / "images",
+        virt_type="qemu",
+        domain_prefix="other-node",
+    )
+    uuid, _ = spawned(driver, tmp_path)
+    try:
+        asyncio.run(
+            driver.migrate_disk_and_power_off(uuid, migration=MIG, same_host=False, timeout=0)
+        )
+        with pytest.raises(base.DriverError, match="shares its instancesPath"):
+            asyncio.run(dest.prepare_incoming(uuid, migration=MIG, owner="ns/vm"))
+        asyncio.run(dest.release_migration(uuid, migration=MIG))  # the failure's undo
+        assert has_marker(driver.root / uuid / "disk")  # the source's disk is untouched
+        asyncio.run(
+            driver.finish_revert_migration(
+                base.Guest(uuid, TINY, IMAGE, power_on=False), migration=MIG, same_host=False
+            )
+        )
+        assert asyncio.run(driver.get_info(uuid)) == base.GuestInfo(base.Power.STOPPED, 1, 256, 1)
+    finally:
+        asyncio.run(driver.destroy(uuid))

@@ -38,6 +38,7 @@ TABLE = [
     (AGENT, "patch", "instances/status", "default", True),
     (AGENT, "patch", "migrations/status", "tenant-a", True),
     (AGENT, "list", "instances", "*", True),
+    (AGENT, "get", "instances", "tenant-a", True),  # the orphan sweep's label-free lookup
     (AGENT, "watch", "migrations", "*", True),
     (AGENT, "patch", "instances", "default", False),  # spec, labels, annotations
     (AGENT, "update", "instances", "default", False),

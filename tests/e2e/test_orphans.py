@@ -34,7 +34,8 @@ def test_stripped_labels_never_cost_a_running_guest(env: Env, image: pathlib.Pat
     env.controller.stop()  # nobody puts the labels back meanwhile
     env.kubectl("label", "instance", "vm", *(f"compute.kubenova.io/{k}-" for k in LABELS))
     assert not any(
-        k.startswith("compute.kubenova.io/") for k in env.instance("vm")["metadata"]["labels"]
+        k.startswith("compute.kubenova.io/")
+        for k in env.instance("vm")["metadata"].get("labels", {})
     )
     time.sleep(3 * 6)  # three grace periods, nine sweeps: ample time to do the wrong thing
     assert uuid in running_domains(), env.logs()
@@ -44,7 +45,7 @@ def test_stripped_labels_never_cost_a_running_guest(env: Env, image: pathlib.Pat
     env.start_controller()
     inst = env.wait_for(
         lambda: (
-            (i := env.instance("vm"))["metadata"]["labels"].get("compute.kubenova.io/node")
+            (i := env.instance("vm"))["metadata"].get("labels", {}).get("compute.kubenova.io/node")
             == "node-a"
             and i
         ),

@@ -93,8 +93,8 @@ class Driver(Protocol):
         ...
 
     async def release_migration(self, uuid: str, *, migration: str) -> None:
-        """Destination: stop and undefine the guest built for `migration`, and remove the
-        files it received for it (only those)."""
+        """Destination: remove the guest built for `migration` (domain and files), and only
+        that: a guest here that another migration brought is left alone."""
         ...
 
     async def destroy(self, uuid: str) -> None:

@@ -180,9 +180,6 @@ class FakeDriver:
         if g is not None and g.received_for == migration:
             del self.guests[uuid]
             self._save()
-        elif g is not None:
-            g.power = base.Power.STOPPED  # never beside the original
-            self._save()
 
     async def destroy(self, uuid: str) -> None:
         await self._step("destroy")

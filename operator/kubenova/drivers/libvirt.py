@@ -350,6 +350,8 @@ class LibvirtDriver:
             raise base.DriverError(f"no disk received for {guest.uuid} on this node")
         self._grow_disk(disk, guest.flavor.disk_gib)
         faults.point("agent", "libvirt:grown")
+        if faults.fail_once("agent", "libvirt:define"):
+            raise base.DriverError(f"defining {guest.uuid}: injected failure")
         self._define(guest)
         faults.point("agent", "libvirt:defined")
         if guest.power_on:
@@ -455,12 +457,14 @@ class LibvirtDriver:
         await self._run(self._release, uuid, migration)
 
     def _release(self, uuid: str, migration: str) -> None:
-        """Destination: the guest built here for `migration` is not the truth. Its domain
-        never runs beside the original; its files go only if they are this migration's."""
+        """Destination: the guest built here for `migration` is not the truth. It goes,
+        domain and files, only if it is this migration's: after a failed attempt, a later
+        migration may have built the guest that runs here now."""
+        if self.files.received_for(uuid) != migration:
+            return
         self._undefine(uuid)
-        if self.files.received_for(uuid) == migration:
-            shutil.rmtree(self.files.dir(uuid))
-            self.console_log(uuid).unlink(missing_ok=True)
+        shutil.rmtree(self.files.dir(uuid))
+        self.console_log(uuid).unlink(missing_ok=True)
 
     # --- the protocol: removal -------------------------------------------------------------
 

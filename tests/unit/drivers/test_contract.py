@@ -202,14 +202,12 @@ def test_steps_refuse_a_revert_point_that_is_not_this_migrations(driver: base.Dr
     assert info(driver) == base.GuestInfo(base.Power.RUNNING, 1, 256, 1)
 
 
-def test_release_stops_the_guest_and_keeps_files_it_did_not_receive(
-    driver: base.Driver,
-) -> None:
+def test_release_leaves_a_guest_that_is_not_this_migrations_alone(driver: base.Driver) -> None:
+    """After a failed attempt, a later migration may have built the guest that runs here."""
     run(driver.spawn(guest()))
     run(driver.release_migration(UUID, migration=MIG))  # spawned here, not received for MIG
-    i = info(driver)
-    assert i is None or i.power is base.Power.STOPPED  # never runs beside the original
-    assert run(driver.list_guests()) == [UUID]  # but its files are not this migration's
+    assert info(driver) == base.GuestInfo(base.Power.RUNNING, 1, 256, 1)
+    assert run(driver.list_guests()) == [UUID]
 
 
 def test_quarantine_takes_the_guest_away_and_purge_waits(driver: base.Driver) -> None:

@@ -141,22 +141,22 @@ async def _run(node: Node, obs: duties.Observed, task: duties.Task) -> migration
         faults.point("agent", "source-confirmed")
     elif duty is Duty.RELEASE:
         await node.driver.release_migration(uuid, migration=uid)
-        if mig.status.phase is P.REVERTING:
-            body = await node.objs.patch(
-                objects.MIGRATION,
-                mig.metadata.namespace,
-                mig.metadata.name,
-                {"status": {"destReleased": True}},
-                status=True,
-            )
-            node.remember(body)
-            return migration.Migration.model_validate(body)
     elif duty is Duty.RESTORE:
         assert inst is not None
         guest = _guest(inst, spec.old_flavor, uuid, spec.power_on)
         await node.driver.finish_revert_migration(guest, migration=uid, same_host=same)
         if work.to is not None:
             faults.point("agent", "source-reverted")
+    if work.marks:
+        body = await node.objs.patch(
+            objects.MIGRATION,
+            mig.metadata.namespace,
+            mig.metadata.name,
+            {"status": {work.marks: True}},
+            status=True,
+        )
+        node.remember(body)
+        return migration.Migration.model_validate(body)
     if work.to is None or mig.status.phase is None:
         return None
     return await _advance(node, mig, mig.status.phase, work.to)

@@ -67,6 +67,12 @@ TRANSITIONS: dict[tuple[MigrationPhase | None, MigrationPhase], Writer] = {
 FINAL_PHASES = frozenset({MigrationPhase.CONFIRMED, MigrationPhase.REVERTED, MigrationPhase.ERROR})
 
 
+# The one exception to one writer per transition, taken only when the source cannot answer:
+# the controller confirms without a source that has been down for serviceDownTimeSeconds,
+# recording status.sourceDownSince; the source cleans up when it returns.
+SOURCE_DOWN_CONFIRM = (MigrationPhase.CONFIRMING, MigrationPhase.CONFIRMED)
+
+
 def writer_of(old: MigrationPhase | None, new: MigrationPhase) -> Writer | None:
     """The component allowed to move a migration from `old` to `new`, or None if illegal."""
     return TRANSITIONS.get((old, new))
@@ -153,6 +159,21 @@ class MigrationStatus(common.Model):
         description=(
             "Set by the destination agent during a cross-node revert once it has destroyed "
             "its copy; the source restores the original only after that (never two guests)."
+        ),
+    )
+    source_down_since: datetime.datetime | None = pydantic.Field(
+        default=None,
+        description=(
+            "Set by the controller when it confirmed without the source node, which had been "
+            "down since this time (its last heartbeat) for serviceDownTimeSeconds; the source "
+            "removes its copy when it returns (Nova bug 1855927: no confirm stuck for ever)."
+        ),
+    )
+    source_cleaned: bool = pydantic.Field(
+        default=False,
+        description=(
+            "Set by the source agent once it removed its copy after a confirm that completed "
+            "while it was down."
         ),
     )
     phase_transitions: list[PhaseTransition] = pydantic.Field(

@@ -114,22 +114,22 @@ class Runtime:
         mig_body = self.store.migration_for(body)
         flavor_body = self.store.get("Flavor", inst.spec.flavor)
         t = now()
-        # Only a deletion asks which nodes are up; building every Host for each reconcile
-        # would cost O(hypervisors) on the hot path for nothing.
-        up = (
-            frozenset(
-                h.name for h in self.store.hosts(t, self.cfg.service_down_time_seconds) if h.up
-            )
-            if inst.metadata.deletion_timestamp is not None
-            else frozenset()
+        mig = migration.Migration.model_validate(mig_body) if mig_body else None
+        # Up or down is asked only for the nodes a decision waits for: building every Host
+        # for each reconcile would cost O(hypervisors) on the hot path for nothing.
+        nodes = _waited_for(inst, mig)
+        up = frozenset(
+            n for n in nodes if self.store.is_up(n, t, self.cfg.service_down_time_seconds)
         )
+        seen = {n: s for n in nodes if (s := self.store.last_heartbeat(n)) is not None}
         return lifecycle.Observed(
             instance=inst,
-            migration=migration.Migration.model_validate(mig_body) if mig_body else None,
+            migration=mig,
             flavor=flavor.FlavorSpec.model_validate(flavor_body["spec"]) if flavor_body else None,
             now=t,
             settings=self.settings,
             hosts_up=up,
+            last_seen=seen,
         )
 
     async def reconcile(self, key: str) -> float | None:
@@ -279,7 +279,7 @@ class Runtime:
             namespace,
             change.name,
             expected=change.old.value if change.old else None,
-            status={"phase": change.new.value},
+            status={"phase": change.new.value, **(change.status or {})},
             transition={"phase": change.new.value, "time": now().isoformat()},
             resource_version=current["metadata"]["resourceVersion"] if current else None,
             drop_oldest=max(0, len(transitions) + 1 - migration.MAX_PHASE_TRANSITIONS),
@@ -355,6 +355,26 @@ class Runtime:
                 )
 
 
+def _waited_for(inst: instance.Instance, mig: migration.Migration | None) -> set[str]:
+    """The nodes whose up/down a decision about `inst` depends on: those a deletion waits
+    for, and those a confirm or a revert waits for."""
+    nodes: set[str] = set()
+    if inst.metadata.deletion_timestamp is not None:
+        labels = inst.metadata.labels
+        nodes |= {
+            inst.status.node or "",
+            labels.get(names.LABEL_SOURCE_NODE, ""),
+            labels.get(names.LABEL_DEST_NODE, ""),
+        }
+    if mig is not None and (
+        inst.metadata.deletion_timestamp is not None
+        or mig.status.phase
+        in (migration.MigrationPhase.CONFIRMING, migration.MigrationPhase.REVERTING)
+    ):
+        nodes |= {mig.spec.source_node, mig.spec.dest_node}
+    return nodes - {""}
+
+
 def _waiting(inst: dict[str, Any]) -> bool:
     """Waiting for a host or a flavor: a condition says so."""
     for c in inst.get("status", {}).get("conditions", []):
@@ -362,5 +382,7 @@ def _waiting(inst: dict[str, Any]) -> bool:
             (c["type"] == "ResizeFailed" and c["status"] == "True")
             or (c["type"] in ("Scheduled", "FlavorValid") and c["status"] == "False")
         ):
+            return True
+        if c["type"] == "NodeDown" and c["status"] == "True":  # retried when hypervisors change
             return True
     return False

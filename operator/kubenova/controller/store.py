@@ -99,6 +99,15 @@ class Store:
         ref = inst.get("status", {}).get("migrationRef")
         return next((m for m in mine if m["metadata"]["name"] == ref), None)
 
+    def last_heartbeat(self, name: str) -> datetime.datetime | None:
+        report = self.objects["Hypervisor"].get(name, {}).get("status", {}).get("agent")
+        return heartbeat(report) if report else None
+
+    def is_up(self, name: str, now: datetime.datetime, service_down_time: float) -> bool:
+        """Whether one node is up (a node without a Hypervisor or a report is down)."""
+        seen = self.last_heartbeat(name)
+        return seen is not None and (now - seen).total_seconds() <= service_down_time
+
     def hosts(self, now: datetime.datetime, service_down_time: float) -> list[scheduler.Host]:
         return self.index.hosts(seen_after=now.timestamp() - service_down_time)
 

@@ -63,6 +63,8 @@ def _holds(guard: stages.Guard, mig: migration.Migration, obs: Observed) -> bool
         return not mig.status.dest_released
     if guard is stages.Guard.DEST_RELEASED:
         return mig.status.dest_released
+    if guard is stages.Guard.SOURCE_LEFT_BEHIND:
+        return mig.status.source_down_since is not None and not mig.status.source_cleaned
     if guard is stages.Guard.INSTANCE_IN_ERROR:
         inst = obs.instance
         latest = newest(obs.migrations)
@@ -82,9 +84,13 @@ def _for_this_instance(mig: migration.Migration, obs: Observed) -> bool:
     return inst is None or mig.spec.instance_uuid == (inst.status.uuid or inst.metadata.uid)
 
 
+# Duties that need only the migration: the node may no longer select the Instance (it moved
+# on, or failed) or the Instance may be gone.
+_WITHOUT_INSTANCE = frozenset({stages.Duty.RELEASE, stages.Duty.CONFIRM})
+
+
 def tasks(obs: Observed) -> list[Task]:
-    """Every migration step due on this node, oldest migration first. Only a release
-    needs no Instance (the node may no longer select it once the migration failed)."""
+    """Every migration step due on this node, oldest migration first."""
     due = []
     for mig in sorted(obs.migrations, key=lambda m: m.metadata.creation_timestamp or EPOCH):
         role = stages.role(mig, obs.node)
@@ -93,7 +99,7 @@ def tasks(obs: Observed) -> list[Task]:
         work = stages.stage(mig).work.get(role)
         if work is None or work.duty is stages.Duty.NONE or not _holds(work.guard, mig, obs):
             continue
-        if obs.instance is None and work.duty is not stages.Duty.RELEASE:
+        if obs.instance is None and work.duty not in _WITHOUT_INSTANCE:
             continue
         due.append(Task(mig, role, work))
     return due

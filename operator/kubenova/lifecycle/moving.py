@@ -25,6 +25,9 @@ Info = plan.EventType.NORMAL
 # A migration step that ends sooner than this gets no taskState write of its own: with fast
 # steps the next phase supersedes it, and each write would wake every watcher for nothing.
 PROGRESS_SECONDS = 1.0
+# A confirm or a revert waits for a node's agent; look again this often, so a node that
+# went silent meanwhile is noticed (a silent node sends no event).
+NODE_RECHECK_SECONDS = 5.0
 _IN_FLIGHT = (None, MPhase.PRE_MIGRATING, MPhase.MIGRATING, MPhase.POST_MIGRATING)
 
 
@@ -55,14 +58,64 @@ def decide(obs: Observed, mig: migration.Migration) -> plan.Plan:
         # The confirm annotation stays until the migration is confirmed: it goes with the
         # label changes then, in one write (and a failed confirm is retried from it).
         _settle_action(d, names.ResizeAction.CONFIRM, "a confirm is in progress", keep=True)
-        return d.plan(requeue_after=wait)
+        if spec.source_node not in obs.hosts_up:
+            return _confirm_without_source(obs, d, mig)
+        return d.plan(requeue_after=min(wait or NODE_RECHECK_SECONDS, NODE_RECHECK_SECONDS))
     if phase is MPhase.REVERTING:
         d.phase(row.shows, row.task)
         _settle_action(d, names.ResizeAction.REVERT, "a revert is in progress")
         if spec.type is migration.MigrationType.RESIZE:
             d.set_flavor(spec.old_flavor.name)
-        return d.plan()
+        _revert_waits(obs, d, mig)
+        return d.plan(requeue_after=NODE_RECHECK_SECONDS)
     return _ended(obs, d, mig)
+
+
+def _since(obs: Observed, node: str) -> str:
+    seen = obs.last_seen.get(node)
+    return f"since {seen.isoformat(timespec='seconds')}" if seen else "and has never reported"
+
+
+def _confirm_without_source(obs: Observed, d: Draft, mig: migration.Migration) -> plan.Plan:
+    """Nova bug 1855927: a confirm whose source is down waited for ever and held the old
+    claim. The source's copy is not the truth any more (from `finished` on, the new one
+    is): the controller confirms on its side, and the source removes its copy when it
+    comes back (stage CONFIRMED, its agent's duty)."""
+    source = mig.spec.source_node
+    message = (
+        f"node {source}, the source of migration {mig.metadata.name}, has been down "
+        f"{_since(obs, source)}: the confirm completes without it, releasing "
+        f"{mig.spec.old_flavor.name} there; its agent removes its copy when it returns"
+    )
+    d.event(Warn, "ConfirmedWithoutSource", message)
+    seen = obs.last_seen.get(source)
+    return d.plan(
+        migration_phase=plan.PhaseChange(
+            mig.metadata.name,
+            MPhase.CONFIRMING,
+            MPhase.CONFIRMED,
+            status={"sourceDownSince": (seen or obs.now).isoformat()},
+        )
+    )
+
+
+def _revert_waits(obs: Observed, d: Draft, mig: migration.Migration) -> None:
+    """A revert never completes without the destination: its copy must be gone before the
+    original starts (the guest must never run twice). Say so while its node is down."""
+    dest = mig.spec.dest_node
+    waiting = (
+        mig.spec.source_node != dest and not mig.status.dest_released and dest not in obs.hosts_up
+    )
+    if waiting:
+        message = (
+            f"the revert of migration {mig.metadata.name} waits for node {dest}, down "
+            f"{_since(obs, dest)}: its copy must be stopped before the original starts on "
+            f"{mig.spec.source_node} (never two guests)"
+        )
+        if d.condition(C.NODE_DOWN, S.TRUE, "DestinationDown", message):
+            d.event(Warn, "DestinationDown", message)
+    elif conditions.is_true(obs.instance.status.conditions, C.NODE_DOWN.value):
+        d.condition(C.NODE_DOWN, S.FALSE, "NodeUp", f"node {dest} answers again")
 
 
 def _show_task(
@@ -210,6 +263,17 @@ def _ended(obs: Observed, d: Draft, mig: migration.Migration) -> plan.Plan:
     power = instance.PowerState.RUNNING if spec.power_on else instance.PowerState.STOPPED
     if conditions.find(obs.instance.status.conditions, C.CONFIRM_FAILED.value):
         d.condition(C.CONFIRM_FAILED, S.FALSE, "Settled", f"migration {mig.metadata.name} ended")
+    if mig.status.source_down_since is not None and phase is MPhase.CONFIRMED:
+        d.condition(
+            C.NODE_DOWN,
+            S.FALSE,
+            "ConfirmedWithoutSource",
+            f"confirmed while {spec.source_node} was down (since "
+            f"{mig.status.source_down_since.isoformat(timespec='seconds')}); it removes its "
+            "copy when it returns",
+        )
+    elif conditions.is_true(obs.instance.status.conditions, C.NODE_DOWN.value):
+        d.condition(C.NODE_DOWN, S.FALSE, "NodeUp", f"migration {mig.metadata.name} ended")
     if phase is MPhase.CONFIRMED:
         _settle_action(d, names.ResizeAction.CONFIRM, "the migration is confirmed")
         _landed(d, mig, final=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+from collections.abc import Mapping
 
 from kubenova.api import common, flavor, instance, migration, names
 from kubenova.lifecycle import conditions
@@ -30,7 +31,10 @@ class Observed:
     flavor: flavor.FlavorSpec | None  # the Flavor spec.flavor names; None if it does not exist
     now: datetime.datetime
     settings: Settings = Settings()
+    # Of the nodes this decision waits for (a deletion, a confirm, a revert): those up, and
+    # when each was last heard from (its agent's last heartbeat).
     hosts_up: frozenset[str] = frozenset()
+    last_seen: Mapping[str, datetime.datetime] = dataclasses.field(default_factory=dict)
 
 
 def amount(snapshot: common.FlavorSnapshot) -> amounts.Amount:

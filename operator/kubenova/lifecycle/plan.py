@@ -45,6 +45,7 @@ class PhaseChange:
     name: str
     old: migration_api.MigrationPhase | None
     new: migration_api.MigrationPhase
+    status: dict[str, Any] | None = None  # further status fields, in the same write
 
 
 @dataclasses.dataclass(frozen=True)

@@ -60,6 +60,7 @@ class Guard(enum.StrEnum):
     NONE = ""
     DEST_HOLDS = "dest-holds"  # the destination has not released its copy yet
     DEST_RELEASED = "dest-released"  # it has: the original may start (never two guests)
+    SOURCE_LEFT_BEHIND = "source-left-behind"  # confirmed while the source was down
     INSTANCE_IN_ERROR = "instance-in-error"  # only until the controller settles the instance
 
 
@@ -71,6 +72,7 @@ class Work:
     guard: Guard = Guard.NONE
     to: MPhase | None = None  # compare-and-swap from the stage's phase once the duty is done
     on_failure: MPhase | None = MPhase.ERROR  # where a failing duty takes the migration
+    marks: str = ""  # a status flag (wire name) the agent sets once the duty is done
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,14 +148,24 @@ STAGES: Mapping[MPhase, Stage] = {
             Work(Duty.CONFIRM, to=MPhase.CONFIRMED, on_failure=MPhase.FINISHED),
         ),
     ),
-    MPhase.CONFIRMED: Stage(Phase.ACTIVE, Task.NONE, Copy.NEW, _NO_ACTION, {}),
+    # The controller may have confirmed without a source that was down: it cleans up on return.
+    MPhase.CONFIRMED: Stage(
+        Phase.ACTIVE,
+        Task.NONE,
+        Copy.NEW,
+        _NO_ACTION,
+        _for(
+            _SOURCE_SIDE,
+            Work(Duty.CONFIRM, Guard.SOURCE_LEFT_BEHIND, on_failure=None, marks="sourceCleaned"),
+        ),
+    ),
     MPhase.REVERTING: Stage(
         Phase.REVERT_RESIZE,
         Task.RESIZE_REVERTING,
         Copy.ORIGINAL,  # the user chose the original: the new copy is being dropped
         frozenset({Action.REVERT}),
         {
-            Role.DEST: Work(Duty.RELEASE, Guard.DEST_HOLDS, on_failure=None),
+            Role.DEST: Work(Duty.RELEASE, Guard.DEST_HOLDS, on_failure=None, marks="destReleased"),
             Role.SOURCE: Work(Duty.RESTORE, Guard.DEST_RELEASED, to=MPhase.REVERTED),
             Role.SAME_HOST: Work(Duty.RESTORE, to=MPhase.REVERTED),
         },

@@ -1,0 +1,135 @@
+"""decide() through the failure paths of a migration: a confirm that fails, a node that is
+down while a confirm or a revert waits for it, a guest that stops by itself."""
+
+from __future__ import annotations
+
+import datetime
+
+from kubenova.api import names
+from kubenova.lifecycle import instance as lc
+from kubenova.lifecycle import plan
+from tests import models as m
+from tests.unit.lifecycle.test_instance import obs, reasons, verifying
+
+P = lc.moving.MPhase
+CONFIRM = {names.ANNOTATION_RESIZE: "confirm"}
+
+
+def at(seconds: float) -> datetime.datetime:
+    return m.T0 + datetime.timedelta(seconds=seconds)
+
+
+def failed_confirm(times: int = 1, dest: str = "node-a") -> list[tuple[str, datetime.datetime]]:
+    path = ["pre-migrating", "migrating", "post-migrating", "finished"]
+    path += ["confirming", "finished"] * times
+    return [(p, at(i)) for i, p in enumerate(path)]
+
+
+def test_a_failed_confirm_shows_verify_resize_with_a_condition_and_is_retried_later() -> None:
+    history = failed_confirm()
+    last = history[-1][1]
+    mig = m.mig("finished", transitions=history)
+    mig = mig.model_copy(update={"status": mig.status.model_copy(update={"message": "ENOSPC"})})
+    early = lc.decide(obs(verifying(annotations=CONFIRM), migration=mig, now=last))
+    assert early.migration_phase is None
+    assert early.requeue_after == 5.0  # retry_base_seconds, doubled per failure, capped
+    cond = next(c for c in early.status["conditions"] if c["type"] == "ConfirmFailed")  # type: ignore[index]
+    assert (cond["status"], cond["reason"]) == ("True", "ConfirmFailed")
+    assert "ENOSPC" in cond["message"]
+    assert "revert point is kept" in cond["message"]
+    assert reasons(early) == ["ConfirmFailed"]
+    later = lc.decide(
+        obs(verifying(annotations=CONFIRM), migration=mig, now=last + datetime.timedelta(seconds=5))
+    )
+    assert later.migration_phase == plan.PhaseChange("vm-abc", P.FINISHED, P.CONFIRMING)
+
+
+def test_confirm_retries_back_off_exponentially_up_to_the_cap() -> None:
+    history = failed_confirm(times=4)
+    mig = m.mig("finished", transitions=history)
+    p = lc.decide(obs(verifying(annotations=CONFIRM), migration=mig, now=history[-1][1]))
+    assert p.requeue_after == 40.0  # 5 * 2**3
+    capped = lc.decide(
+        obs(verifying(annotations=CONFIRM), migration=mig, now=history[-1][1], retry_cap_seconds=30)
+    )
+    assert capped.requeue_after == 30.0
+
+
+def test_a_revert_after_a_failed_confirm_is_taken_at_once() -> None:
+    mig = m.mig("finished", transitions=failed_confirm())
+    revert = {names.ANNOTATION_RESIZE: "revert"}
+    p = lc.decide(obs(verifying(annotations=revert), migration=mig, now=at(6)))
+    assert p.migration_phase == plan.PhaseChange("vm-abc", P.FINISHED, P.REVERTING)
+
+
+def test_a_confirm_whose_source_is_down_completes_on_the_controllers_side() -> None:
+    confirming = m.mig("confirming", dest="node-b")
+    seen = at(-120)
+    o = obs(verifying(dest="node-b", annotations=CONFIRM), migration=confirming)
+    o = lc.Observed(
+        **{**o.__dict__, "hosts_up": frozenset({"node-b"}), "last_seen": {"node-a": seen}}
+    )
+    p = lc.decide(o)
+    assert p.migration_phase == plan.PhaseChange(
+        "vm-abc", P.CONFIRMING, P.CONFIRMED, status={"sourceDownSince": seen.isoformat()}
+    )
+    assert reasons(p) == ["ConfirmedWithoutSource"]
+    assert "node-a" in p.events[0].message
+    assert "removes its copy when it returns" in p.events[0].message
+
+
+def test_a_confirm_whose_source_is_up_waits_and_looks_again() -> None:
+    p = lc.decide(
+        obs(
+            verifying(dest="node-b", annotations=CONFIRM),
+            migration=m.mig("confirming", dest="node-b"),
+        )
+    )
+    assert p.migration_phase is None
+    assert p.requeue_after == lc.moving.NODE_RECHECK_SECONDS
+
+
+def test_a_revert_waits_for_a_down_destination_and_says_so() -> None:
+    reverting = m.mig("reverting", dest="node-b")
+    o = obs(verifying(dest="node-b"), migration=reverting)
+    o = lc.Observed(
+        **{**o.__dict__, "hosts_up": frozenset({"node-a"}), "last_seen": {"node-b": at(-60)}}
+    )
+    p = lc.decide(o)
+    assert p.migration_phase is None  # never without the destination: no guest runs twice
+    cond = next(c for c in p.status["conditions"] if c["type"] == "NodeDown")  # type: ignore[index]
+    assert (cond["status"], cond["reason"]) == ("True", "DestinationDown")
+    assert "node-b" in cond["message"]
+    assert "since" in cond["message"]
+    assert reasons(p) == ["DestinationDown"]
+    assert p.requeue_after == lc.moving.NODE_RECHECK_SECONDS
+
+
+def test_a_guest_that_stopped_by_itself_stops_the_instance() -> None:
+    ready = {
+        "type": "Ready",
+        "status": "True",
+        "reason": "Running",
+        "message": "",
+        "lastTransitionTime": m.T0.isoformat(),
+    }
+    stopped = m.active(host=m.host(power="Stopped", at=at(30)), conditions=[ready])
+    i = m.inst(status=stopped, labels={names.LABEL_NODE: "node-a"})
+    p = lc.decide(obs(i))
+    assert p.main == {"spec": {"powerState": "Stopped"}}
+    assert p.status is not None
+    assert p.status["phase"] == "SHUTOFF"
+    assert reasons(p) == ["StoppedByGuest"]
+
+
+def test_a_stale_stopped_report_does_not_stop_the_instance() -> None:
+    ready = {
+        "type": "Ready",
+        "status": "True",
+        "reason": "Running",
+        "message": "",
+        "lastTransitionTime": at(60).isoformat(),
+    }
+    stale = m.active(host=m.host(power="Stopped", at=at(30)), conditions=[ready])
+    p = lc.decide(obs(m.inst(status=stale, labels={names.LABEL_NODE: "node-a"})))
+    assert p.main is None or "spec" not in p.main

@@ -94,6 +94,8 @@ class Agent(Common):
     # A guest is quarantined only if its Instance was absent on sweeps this far apart.
     orphan_grace_seconds: float = 300.0
     quarantine_keep_seconds: float = 7 * 24 * 3600.0  # a week to notice and restore by hand
+    # A disk transfer cut by a passing fault is resumed for this long, then the migration fails.
+    transfer_retry_seconds: float = 600.0
     fake_latency_seconds: float = 0.0
     fake_state_file: str = ""
     fake_fail: str = ""  # comma-separated driver methods that fail (failure-path tests)
@@ -165,6 +167,7 @@ def agent_from_env(env: Mapping[str, str] | None = None, **overrides: object) ->
         "orphan_sweep_seconds": _float(env, "KUBENOVA_ORPHAN_SWEEP_SECONDS", 60.0),
         "orphan_grace_seconds": _float(env, "KUBENOVA_ORPHAN_GRACE_SECONDS", 300.0),
         "quarantine_keep_seconds": _float(env, "KUBENOVA_QUARANTINE_KEEP_SECONDS", 604800.0),
+        "transfer_retry_seconds": _float(env, "KUBENOVA_TRANSFER_RETRY_SECONDS", 600.0),
         "cpu_allocation_ratio": _float(env, "KUBENOVA_CPU_ALLOCATION_RATIO", 4.0),
         "memory_allocation_ratio": _float(env, "KUBENOVA_MEMORY_ALLOCATION_RATIO", 1.0),
         "disk_allocation_ratio": _float(env, "KUBENOVA_DISK_ALLOCATION_RATIO", 1.0),

@@ -63,10 +63,10 @@ def serve(
 def test_sparse_disk_arrives_identical_sending_only_its_data(tmp_path: pathlib.Path) -> None:
     source = sparse_disk(tmp_path / "disk")
     dest = tmp_path / "received"
-    sent = serve(
+    resumed, sent = serve(
         source, lambda url: transfer.pull(f"{url}/v1/migrations/default/vm-abcde/disk", TOKEN, dest)
     )
-    assert sent == 3 * MIB  # only the allocated data crossed the wire
+    assert (resumed, sent) == (0, 3 * MIB)  # only the allocated data crossed the wire
     assert dest.stat().st_size == source.stat().st_size
     assert digest(dest) == digest(source)
     assert dest.stat().st_blocks * 512 < 8 * MIB  # still sparse on the receiving side
@@ -119,3 +119,90 @@ def test_corrupted_transfer_is_detected_and_nothing_is_lost(tmp_path: pathlib.Pa
     assert not dest.exists()
     assert not dest.with_name(dest.name + ".part").exists()
     assert digest(source) == before  # the source is untouched
+
+
+def serve_cut(source: pathlib.Path, test: Callable[[str], Awaitable[Any]], cut_after: int) -> Any:
+    """A source that drops the connection after `cut_after` bytes of the stream, once
+    (a reset, or its agent killed mid-stream); later requests are served whole."""
+    cuts = [cut_after]
+
+    async def disk(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        sent, limit = 0, cuts.pop() if cuts else None
+        async for chunk in transfer.stream(source, int(request.query.get("from", "0"))):
+            if limit is not None and sent + len(chunk) > limit:
+                await response.write(chunk[: limit - sent])
+                # Let the receiver take in what arrived: a connection that breaks makes its
+                # reader drop data still buffered, which only moves where it resumes.
+                await asyncio.sleep(0.5)
+                assert request.transport is not None
+                request.transport.close()
+                return response
+            await response.write(chunk)
+            sent += len(chunk)
+        await response.write_eof()
+        return response
+
+    async def main() -> Any:
+        app = web.Application()
+        app.router.add_get("/disk", disk)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        try:
+            return await test(f"http://127.0.0.1:{runner.addresses[0][1]}/disk")
+        finally:
+            await runner.cleanup()
+
+    return asyncio.run(main())
+
+
+@pytest.fixture
+def small_frames(monkeypatch: pytest.MonkeyPatch) -> None:
+    """1 MiB frames, progress recorded after each: the 3 MiB test disk is three frames."""
+    monkeypatch.setattr(transfer, "FRAME_MAX", MIB)
+    monkeypatch.setattr(transfer, "PROGRESS_EVERY", MIB)
+
+
+def test_a_cut_transfer_resumes_where_its_verified_frames_end(
+    tmp_path: pathlib.Path, small_frames: None
+) -> None:
+    source = sparse_disk(tmp_path / "disk")
+    dest = tmp_path / "received"
+
+    async def twice(url: str) -> tuple[int, int]:
+        with pytest.raises(transfer.TransferError) as cut:
+            await transfer.pull(url, TOKEN, dest)
+        assert cut.value.transient
+        assert not dest.exists()
+        return await transfer.pull(url, TOKEN, dest)
+
+    resumed, sent = serve_cut(source, twice, cut_after=MIB + MIB // 2)
+    assert resumed == MIB  # the first frame was verified and recorded before the cut
+    assert sent == 2 * MIB  # only what came after it crossed the wire again
+    assert digest(dest) == digest(source)
+    assert not (tmp_path / "received.part").exists()
+    assert not (tmp_path / "received.part.json").exists()
+
+
+def test_a_source_that_changed_since_the_cut_is_sent_again_whole(
+    tmp_path: pathlib.Path, small_frames: None
+) -> None:
+    source = sparse_disk(tmp_path / "disk")
+    dest = tmp_path / "received"
+
+    async def with_change(url: str) -> tuple[int, int]:
+        with pytest.raises(transfer.TransferError):
+            await transfer.pull(url, TOKEN, dest)
+        with source.open("r+b") as f:  # the source disk is not the one the part came from
+            f.write(os.urandom(MIB))
+        with pytest.raises(transfer.TransferError, match="changed") as changed:
+            await transfer.pull(url, TOKEN, dest)
+        assert changed.value.transient
+        return await transfer.pull(url, TOKEN, dest)
+
+    resumed, sent = serve_cut(source, with_change, cut_after=MIB + MIB // 2)
+    assert (resumed, sent) == (0, 3 * MIB)
+    assert digest(dest) == digest(source)

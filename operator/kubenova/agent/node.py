@@ -31,6 +31,7 @@ from kubenova.observability import probes
 log = logging.getLogger(__name__)
 
 VERSION = "0.1.0"
+DEFERRAL_CAP_SECONDS = 30.0  # a source restarted by a rollout is back within this
 
 
 class Node:
@@ -55,6 +56,16 @@ class Node:
             )
             for label in (names.LABEL_SOURCE_NODE, names.LABEL_DEST_NODE)
         ]
+        self._deferrals: dict[str, int] = {}  # migration uid -> steps deferred in a row
+
+    def backoff(self, migration_uid: str) -> float:
+        """Seconds until a deferred step is tried again: 1, 2, 4 ... capped at 30."""
+        n = self._deferrals.get(migration_uid, 0)
+        self._deferrals[migration_uid] = n + 1
+        return float(min(DEFERRAL_CAP_SECONDS, 2**n))
+
+    def succeeded(self, migration_uid: str) -> None:
+        self._deferrals.pop(migration_uid, None)
 
     # --- selection -------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from kubenova.agent import transfer
 from kubenova.api import instance, migration
 from kubenova.drivers import base
 from kubenova.kube import objects
-from kubenova.lifecycle import conditions, duties, stages
+from kubenova.lifecycle import conditions, duties, moving, stages
 from kubenova.observability import logs, metrics
 from kubenova.scheduling.amounts import Amount
 
@@ -101,11 +101,17 @@ async def _migration_steps(node: Node, obs: duties.Observed) -> float | None:
         done.add((mig.metadata.uid, task.work.duty, mig.status.phase))
         try:
             moved = await _run(node, obs, task)
+        except base.RetryLaterError as exc:
+            delay = node.backoff(mig.metadata.uid)
+            log.warning("migration %s: %s; trying again in %.0fs", mig.metadata.name, exc, delay)
+            retry = delay if retry is None else min(retry, delay)
+            continue
         except base.DriverError as exc:
             log.error("migration %s: %s failed: %s", mig.metadata.name, task.work.duty, exc)
             moved = await _failed(node, task, str(exc))
             if moved is None:
                 retry = RESTORE_RETRY_SECONDS
+        node.succeeded(mig.metadata.uid)
         if moved is not None:
             obs = dataclasses.replace(
                 obs,
@@ -194,14 +200,24 @@ async def _receive_disk(node: Node, mig: migration.Migration, owner: str) -> Non
         )
     try:
         token = node.transfer_token(mig.metadata.uid)
-        sent = await metrics.timed_step(
+        resumed, sent = await metrics.timed_step(
             "transfer_disk",
             node.driver.name,
             transfer.pull(f"{endpoint}/v1/migrations/{ns}/{name}/disk", token, dest),
         )
     except transfer.TransferError as exc:
+        began = moving.entered(mig, P.POST_MIGRATING)
+        patient = began is None or (now() - began).total_seconds() < node.cfg.transfer_retry_seconds
+        if exc.transient and patient:
+            raise base.RetryLaterError(f"disk transfer from {source}: {exc}") from exc
         raise base.DriverError(f"disk transfer from {source} failed: {exc}") from exc
-    log.info("migration %s: received %d bytes of disk data from %s", name, sent, source)
+    log.info(
+        "migration %s: received %d bytes of disk data from %s%s",
+        name,
+        sent,
+        source,
+        f" (resumed at offset {resumed})" if resumed else "",
+    )
     faults.point("agent", "disk-received")
 
 

@@ -2,16 +2,21 @@
 
 One HTTP GET per disk, authenticated by the migration's own token (a bearer token derived
 from the agents' shared transfer key and the Migration's uid: `token()`); the path on disk
-comes from the migration, never from the request. The body is:
+comes from the migration, never from the request. `?from=N` asks for the data at offsets
+from N on (a resumed transfer). The body is:
 
-    b"KNOVA2\\n" + JSON line {"size": <file size>}
-    repeated: offset (8 bytes, big-endian) | length (8 bytes) | data      <- allocated data only
+    b"KNOVA3\n" + JSON line {"size": <file size>, "identity": <inode-mtime>, "from": N}
+    repeated: offset (8 bytes, big-endian) | length (8) | data | XXH3-64 of the three (8)
+              <- allocated data only, frames of at most FRAME_MAX bytes, in offset order
     trailer:  0xFFFFFFFFFFFFFFFF | XXH3-128 of everything sent before the trailer
 
 Only allocated ranges are sent (SEEK_DATA/SEEK_HOLE), so a mostly empty 8 GiB disk costs
-what it holds. The receiver writes into a sparse temporary file, checks the digest, and
-only then renames it into place: a corrupted or cut transfer leaves nothing behind, and
-the source is untouched either way (it deletes its copy only at confirm).
+what it holds. The receiver writes into a sparse `<disk>.part`, checks each frame's digest
+as it ends, and records how far the verified frames reach in `<disk>.part.json` (after an
+fsync): a transfer cut by a reset or a restarted source resumes from there instead of
+from zero. The trailer is checked before the file is renamed into place; damage (a frame
+or the trailer not matching) throws the partial file away. The source is untouched
+either way (it deletes its copy only at confirm).
 """
 
 from __future__ import annotations
@@ -34,12 +39,22 @@ import aiohttp
 import xxhash
 from aiohttp import web
 
+from kubenova import faults
+
 log = logging.getLogger(__name__)
 
-MAGIC = b"KNOVA2\n"  # 2: XXH3-128 trailer (1 had sha256)
+MAGIC = b"KNOVA3\n"  # 3: frame digests and resume (2: XXH3-128 trailer; 1 had sha256)
 END = 0xFFFFFFFFFFFFFFFF
 CHUNK = 4 << 20  # 4 MiB reads: few enough calls for throughput, two in memory at once
 FRAME = struct.Struct(">QQ")
+FRAME_DIGEST = 8  # XXH3-64 after each frame's data
+# A frame is the unit a cut transfer resumes at: small enough that little is sent twice,
+# large enough that its digest costs nothing (64 MiB: ~0.3 s of data at disk speed).
+FRAME_MAX = 64 << 20
+HALF_SENT_MARK = 128 << 20  # where the `transfer-sending` fault point kills a source
+# Progress is made durable (fsync + the .part.json record) about this often: each costs a
+# flush of the data written since, so not per frame.
+PROGRESS_EVERY = 256 << 20
 # The trailer guards against corruption, not against an attacker (the migration's token,
 # and TLS where the network is untrusted, do that): XXH3-128, rsync's whole-file checksum,
 # hashes ~10x faster than sha256 here, which otherwise bounds the transfer on both ends.
@@ -48,7 +63,13 @@ NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")  # DNS-1123: no '/', no '
 
 
 class TransferError(Exception):
-    pass
+    """A transfer failed. `transient`: the network or the source went away (a reset, a
+    restart, a source not serving yet); retrying resumes. Otherwise it cannot succeed as
+    asked (refused, damaged data)."""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 def ensure_key_file(path: pathlib.Path) -> pathlib.Path:
@@ -99,43 +120,72 @@ def extents(fd: int, size: int) -> list[tuple[int, int]]:
     return found
 
 
-def _chunks(ranges: list[tuple[int, int]]) -> list[tuple[int, int, bytes]]:
-    """(offset, length, frame) for every read of at most CHUNK bytes; the frame header
-    goes before the first chunk of each extent and is empty for the others."""
+@dataclasses.dataclass(frozen=True)
+class _Read:
+    offset: int
+    length: int
+    header: bytes  # the frame header before the first read of a frame, else empty
+    last: bool  # the frame's last read: its digest follows
+
+
+def _plan(ranges: list[tuple[int, int]], start: int) -> list[_Read]:
+    """The reads that send every allocated byte at `start` or after, in frames of at most
+    FRAME_MAX bytes, each read at most CHUNK bytes."""
     out = []
-    for start, length in ranges:
-        for offset in range(start, start + length, CHUNK):
-            frame = FRAME.pack(start, length) if offset == start else b""
-            out.append((offset, min(CHUNK, start + length - offset), frame))
+    for first, length in ranges:
+        end = first + length
+        for frame in range(max(first, start), end, FRAME_MAX):
+            frame_end = min(end, frame + FRAME_MAX)
+            header = FRAME.pack(frame, frame_end - frame)
+            for read in range(frame, frame_end, CHUNK):
+                size = min(CHUNK, frame_end - read)
+                out.append(
+                    _Read(read, size, header if read == frame else b"", read + size == frame_end)
+                )
     return out
 
 
-async def stream(path: pathlib.Path, corrupt: bool = False) -> AsyncIterator[bytes]:
-    """The wire body for `path`. `corrupt` flips one byte after hashing (tests only).
+def identity(stat: os.stat_result) -> str:
+    """What must not change between a transfer and its resumption."""
+    return f"{stat.st_ino}-{stat.st_mtime_ns}-{stat.st_size}"
+
+
+async def stream(path: pathlib.Path, start: int = 0, corrupt: bool = False) -> AsyncIterator[bytes]:
+    """The wire body for `path` from offset `start`. `corrupt` flips one byte after
+    hashing (tests only).
 
     Reading and hashing run on a worker thread one chunk ahead of the network, so the
     disk, the hash and the socket work at once (file reads and large hashes release the GIL)."""
     digest = xxhash.xxh3_128()
+    frame_digest = xxhash.xxh3_64()
     with path.open("rb") as f:
         fd = f.fileno()
-        size = os.fstat(fd).st_size
-        header = MAGIC + json.dumps({"size": size}).encode() + b"\n"
+        stat = os.fstat(fd)
+        size = stat.st_size
+        meta = {"size": size, "identity": identity(stat), "from": start}
+        header = MAGIC + json.dumps(meta).encode() + b"\n"
         digest.update(header)
         yield header
-        plan = _chunks(extents(fd, size))
+        plan = _plan(extents(fd, size), start)
 
-        def read(offset: int, length: int, frame: bytes) -> bytes:
-            data = os.pread(fd, length, offset)
-            if len(data) != length:
+        def read(r: _Read) -> bytes:
+            data = os.pread(fd, r.length, r.offset)
+            if len(data) != r.length:
                 raise TransferError(f"{path} shrank while being sent")
-            digest.update(frame)
+            if r.header:
+                frame_digest.reset()
+                frame_digest.update(r.header)
+            frame_digest.update(data)
+            tail = frame_digest.digest() if r.last else b""
+            digest.update(r.header)
             digest.update(data)
-            return frame + data
+            digest.update(tail)
+            return r.header + data + tail
 
         def fetch(i: int) -> asyncio.Future[bytes] | None:
             if i == len(plan):
                 return None
-            return asyncio.ensure_future(asyncio.to_thread(read, *plan[i]))
+            return asyncio.ensure_future(asyncio.to_thread(read, plan[i]))
 
         ahead = fetch(0)
         try:
@@ -155,11 +205,12 @@ async def stream(path: pathlib.Path, corrupt: bool = False) -> AsyncIterator[byt
 
 class _Sink:
     """The receiving file: hashing and writing run on a worker thread, one chunk behind
-    the network reads and strictly in order (the digest covers the stream's order)."""
+    the network reads and strictly in order (the digests cover the stream's order)."""
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self.digest = xxhash.xxh3_128()
+        self.frame = xxhash.xxh3_64()
         self._pending: asyncio.Future[None] | None = None
 
     async def drain(self) -> None:
@@ -167,9 +218,12 @@ class _Sink:
             pending, self._pending = self._pending, None
             await pending
 
-    async def hash(self, data: bytes) -> None:
+    async def hash(self, data: bytes, *, frame: bool = False) -> None:
         await self.drain()
         self.digest.update(data)
+        if frame:
+            self.frame.reset()
+            self.frame.update(data)
 
     async def write(self, offset: int, data: bytes) -> None:
         await self.drain()
@@ -177,13 +231,50 @@ class _Sink:
 
     def _write(self, offset: int, data: bytes) -> None:
         self.digest.update(data)
+        self.frame.update(data)
         os.pwrite(self.fd, data, offset)
 
 
-async def receive(content: aiohttp.StreamReader, dest: pathlib.Path) -> int:
-    """Write the stream into `dest` (sparse); returns payload bytes. Raises on any damage,
-    leaving no file at `dest`."""
-    tmp = dest.with_name(dest.name + ".part")
+@dataclasses.dataclass
+class Partial:
+    """A transfer in progress: `<disk>.part` and how far its verified frames reach."""
+
+    dest: pathlib.Path
+
+    @property
+    def part(self) -> pathlib.Path:
+        return self.dest.with_name(self.dest.name + ".part")
+
+    @property
+    def record(self) -> pathlib.Path:
+        return self.dest.with_name(self.dest.name + ".part.json")
+
+    def resume_from(self) -> tuple[int, str]:
+        """(offset, source identity) to resume at; (0, "") to start afresh."""
+        try:
+            saved = json.loads(self.record.read_text())
+        except (OSError, ValueError):
+            return 0, ""
+        if not self.part.exists():
+            return 0, ""
+        return int(saved["verified"]), str(saved["identity"])
+
+    def save(self, fd: int, verified: int, source: str) -> None:
+        os.fsync(fd)  # the data the record vouches for is on disk first
+        tmp = self.record.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"verified": verified, "identity": source}))
+        tmp.replace(self.record)
+
+    def discard(self) -> None:
+        self.part.unlink(missing_ok=True)
+        self.record.unlink(missing_ok=True)
+
+
+async def receive(content: aiohttp.StreamReader, dest: pathlib.Path, *, resuming: str = "") -> int:
+    """Write the stream into `dest` (sparse); returns payload bytes received. `resuming`:
+    the source identity the partial file was made from (the stream must start where its
+    record says). Damage throws the partial file away; a cut keeps it for a resumption."""
+    partial = Partial(dest)
     received = 0
     sink: _Sink | None = None
     try:
@@ -191,38 +282,73 @@ async def receive(content: aiohttp.StreamReader, dest: pathlib.Path) -> int:
         if magic != MAGIC:
             raise TransferError("not a kubenova disk stream")
         header = await content.readline()
-        size = int(json.loads(header)["size"])
-        with tmp.open("wb") as out:
+        meta = json.loads(header)
+        size, source, start = int(meta["size"]), str(meta["identity"]), int(meta["from"])
+        if start and source != resuming:
+            partial.discard()
+            raise TransferError("the source disk changed since the transfer began", transient=True)
+        mode = "r+b" if start else "wb"
+        with partial.part.open(mode) as out:
             out.truncate(size)
             sink = _Sink(out.fileno())
             await sink.hash(magic + header)
-            while True:
-                raw = await content.readexactly(FRAME.size)
-                start, length = FRAME.unpack(raw)
-                if start == END:
-                    break
-                await sink.hash(raw)
-                if start + length > size:
-                    raise TransferError("extent beyond the end of the disk")
-                for offset in range(start, start + length, CHUNK):
-                    data = await content.readexactly(min(CHUNK, start + length - offset))
-                    await sink.write(offset, data)
-                received += length
+            received = await _frames(content, sink, partial, (start, size, source))
             await sink.drain()
             os.fsync(out.fileno())
         expected = await content.readexactly(DIGEST_BYTES)
         if not hmac.compare_digest(expected, sink.digest.digest()):
             raise TransferError("checksum mismatch: the disk arrived damaged")
-        tmp.replace(dest)
-    except (TransferError, aiohttp.ClientPayloadError, EOFError, ValueError) as exc:
+        partial.part.replace(dest)
+        partial.record.unlink(missing_ok=True)
+    except TransferError as exc:
         await _settle(sink)
-        tmp.unlink(missing_ok=True)
+        if not exc.transient:
+            partial.discard()
+        raise
+    except (
+        aiohttp.ClientPayloadError,
+        aiohttp.ClientConnectionError,
+        EOFError,
+        TimeoutError,
+    ) as exc:
+        await _settle(sink)  # cut: keep what was verified, for the next attempt
+        raise TransferError(f"cut: {exc or type(exc).__name__}", transient=True) from exc
+    except ValueError as exc:
+        await _settle(sink)
+        partial.discard()
         raise TransferError(str(exc)) from exc
     except BaseException:
         await _settle(sink)
-        tmp.unlink(missing_ok=True)
         raise
     return received
+
+
+async def _frames(
+    content: aiohttp.StreamReader, sink: _Sink, partial: Partial, where: tuple[int, int, str]
+) -> int:
+    """Receive frames up to the trailer, each verified as it ends; returns payload bytes."""
+    start, size, source = where
+    received, verified, durable = 0, start, start
+    while True:
+        raw = await content.readexactly(FRAME.size)
+        offset, length = FRAME.unpack(raw)
+        if offset == END:
+            return received
+        await sink.hash(raw, frame=True)
+        if offset < verified or offset + length > size:
+            raise TransferError("a frame out of order or beyond the end of the disk")
+        for chunk in range(offset, offset + length, CHUNK):
+            await sink.write(chunk, await content.readexactly(min(CHUNK, offset + length - chunk)))
+        await sink.drain()
+        tail = await content.readexactly(FRAME_DIGEST)
+        if not hmac.compare_digest(tail, sink.frame.digest()):
+            raise TransferError(f"checksum mismatch in the frame at {offset}: damaged")
+        await sink.hash(tail)
+        received += length
+        verified = offset + length
+        if verified - durable >= PROGRESS_EVERY:
+            await asyncio.to_thread(partial.save, sink.fd, verified, source)
+            durable = verified
 
 
 async def _settle(sink: _Sink | None) -> None:
@@ -232,16 +358,30 @@ async def _settle(sink: _Sink | None) -> None:
             await sink.drain()
 
 
-async def pull(url: str, token: str, dest: pathlib.Path) -> int:
-    """GET the disk at `url` into `dest`; returns the payload bytes received."""
-    timeout = aiohttp.ClientTimeout(total=None, sock_read=60)
-    async with (
-        aiohttp.ClientSession(timeout=timeout) as session,
-        session.get(url, headers={"Authorization": f"Bearer {token}"}) as response,
-    ):
-        if response.status != 200:
-            raise TransferError(f"source refused the transfer: HTTP {response.status}")
-        return await receive(response.content, dest)
+async def pull(url: str, token: str, dest: pathlib.Path) -> tuple[int, int]:
+    """GET the disk at `url` into `dest`, resuming a partial transfer there; returns
+    (offset it resumed from, payload bytes received)."""
+    start, source = Partial(dest).resume_from()
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=60)
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.get(
+                url, params={"from": str(start)}, headers={"Authorization": f"Bearer {token}"}
+            ) as response,
+        ):
+            if response.status != 200:
+                # 404: the source does not serve it (yet: its agent restarting, its caches
+                # syncing); 5xx: it failed. 401/403: it never will for this token.
+                raise TransferError(
+                    f"source refused the transfer: HTTP {response.status}",
+                    transient=response.status == 404 or response.status >= 500,
+                )
+            return start, await receive(response.content, dest, resuming=source)
+    except aiohttp.ClientConnectionError as exc:
+        raise TransferError(f"source unreachable: {exc}", transient=True) from exc
+    except TimeoutError as exc:
+        raise TransferError("source stopped answering", transient=True) from exc
 
 
 def app(lookup: Lookup, *, corrupt: bool = False) -> web.Application:
@@ -259,10 +399,20 @@ def app(lookup: Lookup, *, corrupt: bool = False) -> web.Application:
             raise web.HTTPUnauthorized()
         if not offer.path.is_file():
             raise web.HTTPNotFound()
+        try:
+            start = int(request.query.get("from", "0"))
+        except ValueError:
+            raise web.HTTPBadRequest() from None
+        if start < 0:
+            raise web.HTTPBadRequest()
         response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
         await response.prepare(request)
-        async for chunk in stream(offer.path, corrupt=corrupt):
+        sent = 0
+        async for chunk in stream(offer.path, start, corrupt=corrupt):
             await response.write(chunk)
+            sent += len(chunk)
+            if sent > HALF_SENT_MARK and sent - len(chunk) <= HALF_SENT_MARK:
+                faults.point("agent", "transfer-sending")  # a source killed mid-stream
         await response.write_eof()
         return response
 

@@ -45,6 +45,11 @@ class DriverError(Exception):
     """A step failed; the message is shown to the user on the Migration and the Instance."""
 
 
+class RetryLaterError(Exception):
+    """A step could not finish now for a passing reason (the source agent restarting, a
+    reset connection) and is tried again later, resuming where it stopped; not a failure."""
+
+
 class Driver(Protocol):
     name: str
 

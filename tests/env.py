@@ -121,17 +121,23 @@ class Env:
         return self._agent(node, [*driver, *args], fault=fault, debug=debug, env=environ)
 
     def start_libvirt_agent(
-        self, node: str, *args: str, fault: str = "", shared_libvirtd: bool = False
+        self,
+        node: str,
+        *args: str,
+        fault: str = "",
+        shared_libvirtd: bool = False,
+        instances_of: str = "",
     ) -> Process:
         """An agent with the real libvirt driver (TCG guests) and its own instancesPath.
 
         `shared_libvirtd`: this machine's one libvirtd hosts several simulated nodes, so the
         agent prefixes its domains with the node name (two nodes never share a domain) and
-        serves disks to the other agents, as on two real nodes."""
+        serves disks to the other agents, as on two real nodes. `instances_of`: use that
+        node's instancesPath (shared storage, as NFS would give two nodes)."""
         driver = [
             "libvirt",
             "--virt-type=qemu",
-            f"--instances-path={self.instances_path(node)}",
+            f"--instances-path={self.instances_path(instances_of or node)}",
             f"--images-path={self.dir / 'images'}",
         ]
         if shared_libvirtd:

@@ -63,3 +63,53 @@ def test_agent_killed_at(env: Env, image: pathlib.Path, point: str) -> None:
     )
     assert last.marker == guest.MARKER  # the data survived the crash
     assert last.disk_sectors == (1 if reverting else 2) * guest.SECTORS_PER_GIB
+
+
+def test_agent_killed_after_a_same_host_confirm(env: Env, image: pathlib.Path) -> None:
+    uuid = guest.booted(env, image)
+    assert env.resize("vm", "e2e.two").ok
+    env.wait_phase("vm", "VERIFY_RESIZE", timeout=180)
+    env.agents["node-a"].stop()
+    env.start_libvirt_agent("node-a", fault="agent:source-confirmed")
+    env.annotate("vm", "resize", "confirm")
+    restart_after_kill(env)
+    inst = env.wait_phase("vm", "ACTIVE", timeout=180)
+    assert inst["status"]["flavor"]["name"] == "e2e.two"
+    assert not (env.instances_path("node-a") / f"{uuid}_resize").exists()
+    guest.reboot(env, "vm")
+    after = guest.boots(env, "node-a", uuid, 3)
+    assert (after.cpus, after.marker, after.boots) == (2, guest.MARKER, 3)
+
+
+def test_agent_killed_right_after_spawning(env: Env, image: pathlib.Path) -> None:
+    env.start_controller()
+    env.start_libvirt_agent("node-a", fault="agent:spawned")
+    for name, vcpus, mem, disk in (("e2e.one", 1, 256, 1),):
+        env.kubectl.apply(
+            {
+                "apiVersion": "compute.kubenova.io/v1alpha1",
+                "kind": "Flavor",
+                "metadata": {"name": name},
+                "spec": {"vcpus": vcpus, "memoryMiB": mem, "diskGiB": disk},
+            }
+        )
+    env.create("vm", "e2e.one", image=image.name)
+    restart_after_kill(env)
+    uuid = env.wait_phase("vm", "ACTIVE", timeout=120)["status"]["uuid"]
+    first = guest.boots(env, "node-a", uuid, 1)
+    assert (first.marker, first.boots) == (guest.MARKER, 1)
+    assert len(guest.reports(env, "node-a", uuid)) == 1  # spawned once, not twice
+
+
+def test_agent_killed_right_after_destroying(env: Env, image: pathlib.Path) -> None:
+    uuid = guest.booted(env, image)
+    env.agents["node-a"].stop()
+    env.start_libvirt_agent("node-a", fault="agent:destroyed")
+    env.kubectl("delete", "instance", "vm", "--wait=false")
+    restart_after_kill(env)
+    env.wait_for(
+        lambda: not env.kubectl.run("get", "instance", "vm").ok,
+        timeout=60,
+        what="the Instance gone",
+    )
+    assert not (env.instances_path("node-a") / uuid).exists()

@@ -167,3 +167,23 @@ def test_a_guest_that_stops_by_itself_is_shutoff_and_not_restarted(
     )
     env.wait_phase("vm", "ACTIVE", timeout=120)
     assert guest.boots(env, "node-a", uuid, 2).boots == 2
+
+
+def test_a_move_between_nodes_that_share_instances_path_is_refused_and_loses_nothing(
+    env: Env, image: pathlib.Path
+) -> None:
+    """Two agents given one instancesPath (docs/libvirt-driver.md: detected, refused)."""
+    uuid = guest.booted(env, image, shared_libvirtd=True)
+    env.start_libvirt_agent("node-b", shared_libvirtd=True, instances_of="node-a")
+    env.annotate("vm", "migrate", "node-b")
+    failed = env.wait_for(
+        lambda: [e for e in env.events("vm") if e[1] == "MigrationFailed"],
+        timeout=180,
+        what="the refusal",
+    )
+    assert "shares its instancesPath with the source" in failed[0][2]
+    inst = env.wait_phase("vm", "ACTIVE", timeout=120)
+    assert inst["status"]["node"] == "node-a"
+    back = guest.boots(env, "node-a", uuid, 2)
+    assert (back.marker, back.boots) == (guest.MARKER, 2)  # the original, restarted in place
+    assert not (env.instances_path("node-a") / ".quarantine").exists()  # nothing moved aside

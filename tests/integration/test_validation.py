@@ -120,6 +120,37 @@ CASES = [
         create(builders.instance("i-badname", flavor="M1 Tiny")),
         ("spec.flavor", "should match"),
     ),
+    # Paths from the API (issue 10): an image is a name, a uuid is a UUID; nothing joined
+    # into a path on a node, or read by a root agent, comes from a user unchecked.
+    Case(
+        "instance-image-absolute-path",
+        create(builders.instance("i-passwd", image="/etc/passwd")),
+        ("spec.image", "should match", "A-Za-z0-9"),
+    ),
+    Case(
+        "instance-image-relative-path",
+        create(builders.instance("i-dotdot", image="../../etc/kubenova/transfer/key")),
+        ("spec.image", "should match"),
+    ),
+    Case(
+        "instance-status-uuid-dotdot",
+        patch_status("instances", "i-uuid", uuid=".."),
+        ("status.uuid", "should be at least 36 chars long"),
+        setup=(create(builders.instance("i-uuid")),),
+        target=("instances", "i-uuid"),
+    ),
+    Case(
+        "instance-status-uuid-path",
+        patch_status("instances", "i-uuid2", uuid="../" * 11 + "etc"),  # 36 characters
+        ("status.uuid", "should match"),
+        setup=(create(builders.instance("i-uuid2")),),
+        target=("instances", "i-uuid2"),
+    ),
+    Case(
+        "migration-instance-uuid-path",
+        create(builders.migration("m-uuid", instanceUuid="/" * 36)),
+        ("spec.instanceUuid", "should match"),
+    ),
     Case(
         "instance-power-state-paused",
         create(builders.instance("i-paused", powerState="Paused")),

@@ -147,6 +147,7 @@ async def _run(node: Node, obs: duties.Observed, task: duties.Task) -> migration
         faults.point("agent", "source-confirmed")
     elif duty is Duty.RELEASE:
         await node.driver.release_migration(uuid, migration=uid)
+        faults.point("agent", "dest-released")
     elif duty is Duty.RESTORE:
         assert inst is not None
         guest = _guest(inst, spec.old_flavor, uuid, spec.power_on)

@@ -51,10 +51,10 @@ FRAME_DIGEST = 8  # XXH3-64 after each frame's data
 # A frame is the unit a cut transfer resumes at: small enough that little is sent twice,
 # large enough that its digest costs nothing (64 MiB: ~0.3 s of data at disk speed).
 FRAME_MAX = 64 << 20
-HALF_SENT_MARK = 128 << 20  # where the `transfer-sending` fault point kills a source
-# Progress is made durable (fsync + the .part.json record) about this often: each costs a
-# flush of the data written since, so not per frame.
-PROGRESS_EVERY = 256 << 20
+HALF_SENT_MARK = 160 << 20  # where the `transfer-sending` fault point kills a source
+# Progress is made durable (fsync + the .part.json record) after each frame: the flush
+# writes data the receiver must write anyway, and a cut then costs at most one frame.
+PROGRESS_EVERY = FRAME_MAX
 # The trailer guards against corruption, not against an attacker (the migration's token,
 # and TLS where the network is untrusted, do that): XXH3-128, rsync's whole-file checksum,
 # hashes ~10x faster than sha256 here, which otherwise bounds the transfer on both ends.

@@ -313,3 +313,26 @@ def test_shared_storage_is_detected_and_refused_before_anything_moves(
         assert asyncio.run(driver.get_info(uuid)) == base.GuestInfo(base.Power.STOPPED, 1, 256, 1)
     finally:
         asyncio.run(driver.destroy(uuid))
+
+
+def test_a_node_that_received_the_guest_once_can_be_the_source_of_the_next_move(
+    driver: libvirt_driver.LibvirtDriver,
+) -> None:
+    """Moved here by one migration (its `.received-for`), away by the next: confirming the
+    next one removes the copy here (found by the README walkthrough: a-> b, then b -> a)."""
+    uuid = str(uuids.uuid4())
+    first, second = str(uuids.uuid4()), str(uuids.uuid4())
+    incoming = asyncio.run(driver.prepare_incoming(uuid, migration=first, owner="ns/vm"))
+    assert incoming is not None
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(incoming), "1G"], check=True)
+    asyncio.run(
+        driver.finish_migration(
+            base.Guest(uuid, TINY, IMAGE, power_on=False), migration=first, same_host=False
+        )
+    )
+    asyncio.run(
+        driver.migrate_disk_and_power_off(uuid, migration=second, same_host=False, timeout=0)
+    )
+    asyncio.run(driver.confirm_migration(uuid, migration=second, same_host=False))
+    assert not (driver.root / uuid).exists()
+    assert asyncio.run(driver.get_info(uuid)) is None

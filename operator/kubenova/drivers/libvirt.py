@@ -363,9 +363,9 @@ class LibvirtDriver:
     def _confirm(self, uuid: str, migration: str, same_host: bool) -> None:
         d, aside = self.files.dir(uuid), self.files.aside(uuid)
         if not same_host:
-            if self.files.received_for(uuid) is not None:
-                # A destination's marker in the source's directory: storage is shared after
-                # all, and deleting would delete the guest that runs on the destination.
+            if self.files.received_for(uuid) == migration:
+                # This migration's destination marked the source's directory: storage is
+                # shared after all, and deleting would delete the guest that runs there.
                 raise base.DriverError(f"{d} is a destination's copy too: not deleting it")
             self._destroy(uuid)
             return

@@ -99,3 +99,10 @@ def mig(
             },
         }
     )
+
+
+def history(
+    *phases: migration.MigrationPhase, start: datetime.datetime = T0
+) -> list[tuple[str, datetime.datetime]]:
+    """Phase transitions a second apart, for `mig(transitions=...)`."""
+    return [(p.value, start + datetime.timedelta(seconds=i)) for i, p in enumerate(phases)]

@@ -68,26 +68,32 @@ def image_with_marker(guest_image: pathlib.Path, where: pathlib.Path) -> pathlib
     where.mkdir(parents=True)
     for name in ("vmlinuz", "initrd.img"):
         (where / name).symlink_to(guest_image / name)
-    raw = where / "disk.raw"
+    marked_disk(where / "disk.qcow2", MARKER)
+    return where
+
+
+def marked_disk(path: pathlib.Path, marker: str) -> pathlib.Path:
+    """A 1 GiB qcow2 disk at `path` whose first bytes are `marker`, the rest empty."""
+    raw = path.with_name(path.name + ".raw")
     with raw.open("wb") as f:
-        f.write(MARKER.encode())
+        f.write(marker.encode())
         f.truncate(1024**3)  # sparse
     subprocess.run(
-        [
-            "qemu-img",
-            "convert",
-            "-q",
-            "-f",
-            "raw",
-            "-O",
-            "qcow2",
-            str(raw),
-            str(where / "disk.qcow2"),
-        ],
-        check=True,
+        ["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", str(raw), str(path)], check=True
     )
     raw.unlink()
-    return where
+    return path
+
+
+def domains(*, running_only: bool = False) -> list[str]:
+    """Names of the domains this machine's libvirtd defines (or runs)."""
+    out = subprocess.run(
+        ["virsh", "-c", "qemu:///system", "list", "--name", *([] if running_only else ["--all"])],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return out.split()
 
 
 def reports(env: Env, node: str, uuid: str) -> list[Report]:

@@ -21,13 +21,7 @@ pytestmark = pytest.mark.controlplane
 
 
 def running(uuid: str) -> list[str]:
-    out = subprocess.run(
-        ["virsh", "-c", "qemu:///system", "list", "--name"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout
-    return [n for n in out.split() if n.endswith(uuid)]
+    return [n for n in guest.domains(running_only=True) if n.endswith(uuid)]
 
 
 @contextlib.contextmanager

@@ -6,7 +6,6 @@ the agents' transfer endpoint and the guest reports what it sees on the other si
 from __future__ import annotations
 
 import pathlib
-import subprocess
 
 import pytest
 
@@ -18,13 +17,7 @@ pytestmark = pytest.mark.controlplane
 
 def domains(env: Env, node: str) -> list[str]:
     """Instance uuids of the domains node `node` has defined (its name prefix)."""
-    out = subprocess.run(
-        ["virsh", "-c", "qemu:///system", "list", "--all", "--name"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return [n.removeprefix(f"{node}-") for n in out.split() if n.startswith(f"{node}-")]
+    return [n.removeprefix(f"{node}-") for n in guest.domains() if n.startswith(f"{node}-")]
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from kubenova import faults
-from kubenova.drivers import base
+from kubenova.drivers import base, qcow2
 from kubenova.scheduling.amounts import Amount
 
 if os.environ.get("CI"):  # CI installs libvirt-python: a missing one must fail, not skip
@@ -89,7 +89,7 @@ def test_same_host_resize_is_an_overlay_on_the_renamed_original(
     resize(driver, uuid, image)
     try:
         disk = driver.root / uuid / "disk"
-        info = libvirt_driver.disk_info(disk)
+        info = qcow2.info(disk)
         assert info["backing-filename"] == str(driver.root / f"{uuid}_resize" / "disk")
         assert info["virtual-size"] == 2 * 1024**3
         assert has_marker(disk)  # the guest sees the original data through the overlay
@@ -106,7 +106,7 @@ def test_confirm_makes_the_overlay_standalone_live(
     try:
         asyncio.run(driver.confirm_migration(uuid, migration=MIG, same_host=True))
         disk = driver.root / uuid / "disk"
-        assert "backing-filename" not in libvirt_driver.disk_info(disk)
+        assert "backing-filename" not in qcow2.info(disk)
         assert not (driver.root / f"{uuid}_resize").exists()
         info = asyncio.run(driver.get_info(uuid))
         assert info is not None
@@ -129,8 +129,8 @@ def test_revert_restores_the_original(
             )
         )
         disk = driver.root / uuid / "disk"
-        assert "backing-filename" not in libvirt_driver.disk_info(disk)
-        assert libvirt_driver.disk_info(disk)["virtual-size"] == 1024**3
+        assert "backing-filename" not in qcow2.info(disk)
+        assert qcow2.info(disk)["virtual-size"] == 1024**3
         assert has_marker(disk)
         assert asyncio.run(driver.get_info(uuid)) == base.GuestInfo(base.Power.STOPPED, 1, 256, 1)
     finally:
@@ -206,9 +206,9 @@ def test_a_block_pull_that_fails_keeps_the_revert_point_and_a_retry_confirms(
         with pytest.raises(base.DriverError, match="ended without completing"):
             asyncio.run(driver.confirm_migration(uuid, migration=MIG, same_host=True))
         assert (aside / "disk").exists()  # still the overlay's backing file
-        assert libvirt_driver.disk_info(disk)["backing-filename"] == str(aside / "disk")
+        assert qcow2.info(disk)["backing-filename"] == str(aside / "disk")
         asyncio.run(driver.confirm_migration(uuid, migration=MIG, same_host=True))
-        assert "backing-filename" not in libvirt_driver.disk_info(disk)
+        assert "backing-filename" not in qcow2.info(disk)
         assert not aside.exists()
         asyncio.run(driver.power_off(uuid, 0))
         assert has_marker(disk)
@@ -258,7 +258,7 @@ def test_a_stale_revert_point_never_replaces_the_current_disk(
                 base.Guest(uuid, BIGGER, image, power_on=False), migration=MIG, same_host=True
             )
         )
-        assert "backing-filename" not in libvirt_driver.disk_info(disk)
+        assert "backing-filename" not in qcow2.info(disk)
         out = qemu_io(disk, "read -P 0x5c 1M 64k", "-r", "-U")
         assert "Pattern verification failed" not in out.stdout, out.stdout  # the last write
         assert has_marker(disk)

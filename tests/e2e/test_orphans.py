@@ -4,7 +4,6 @@ running guest alone; only an Instance proven gone, twice, has its guest quaranti
 from __future__ import annotations
 
 import pathlib
-import subprocess
 import time
 
 import pytest
@@ -19,13 +18,7 @@ LABELS = ("node", "source-node", "dest-node")
 
 
 def running_domains() -> list[str]:
-    out = subprocess.run(
-        ["virsh", "-c", "qemu:///system", "list", "--name", "--uuid"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return out.split()
+    return guest.domains(running_only=True)
 
 
 def test_stripped_labels_never_cost_a_running_guest(env: Env, image: pathlib.Path) -> None:

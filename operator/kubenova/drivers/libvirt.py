@@ -21,54 +21,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-import hashlib
-import json
 import logging
 import pathlib
 import re
 import shutil
-import subprocess
 import time
 import uuid as uuids
 from typing import Any
 from xml.etree import ElementTree
-from xml.sax.saxutils import escape
 
 import libvirt
 
 from kubenova import faults
-from kubenova.drivers import base, layout
+from kubenova.drivers import base, domain, layout, qcow2
 from kubenova.scheduling.amounts import Amount
 
 log = logging.getLogger(__name__)
 
-GIB = 1024**3
 BLOCK_JOB_POLL = 0.2  # seconds between block-pull progress checks
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # an image name: never a path
 DISK = "disk"
-TARGET = "vda"
-
-
-def _qemu_img(*args: str) -> str:
-    proc = subprocess.run(["qemu-img", *args], capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise base.DriverError(f"qemu-img {' '.join(args)}: {proc.stderr.strip()}")
-    return proc.stdout
-
-
-def disk_info(path: pathlib.Path) -> dict[str, Any]:
-    return json.loads(_qemu_img("info", "--output=json", "-U", str(path)))  # type: ignore[no-any-return]
-
-
-def backing_of(path: pathlib.Path) -> str | None:
-    """The backing file the image header names (None: the disk stands alone)."""
-    return disk_info(path).get("backing-filename")
-
-
-def mac_of(uuid: str) -> str:
-    """A stable MAC from the uuid: the guest keeps its address across resize and migration."""
-    digest = hashlib.sha256(uuid.encode()).digest()
-    return "52:54:00:" + ":".join(f"{b:02x}" for b in digest[:3])
+TARGET = domain.TARGET
 
 
 def _now() -> datetime.datetime:
@@ -132,36 +105,20 @@ class LibvirtDriver:
         return await asyncio.to_thread(fn, *args)
 
     def _xml(self, guest: base.Guest, image: pathlib.Path) -> str:
-        d = self.files.dir(guest.uuid)
-        boot = ""
-        if (image / "vmlinuz").exists():  # direct kernel boot (the test guest image)
-            boot = (
-                f"<kernel>{escape(str(image / 'vmlinuz'))}</kernel>"
-                f"<initrd>{escape(str(image / 'initrd.img'))}</initrd>"
-                "<cmdline>console=ttyS0 quiet panic=-1</cmdline>"
+        return domain.xml(
+            domain.Definition(
+                virt_type=self.virt_type,
+                name=self.domain_name(guest.uuid),
+                uuid=self.domain_uuid(guest.uuid),
+                instance_uuid=guest.uuid,
+                description=guest.name,
+                memory_mib=guest.flavor.memory_mib,
+                vcpus=guest.flavor.vcpus,
+                disk=self.files.dir(guest.uuid) / DISK,
+                console=self.console_log(guest.uuid),
+                image=image,
             )
-        return f"""<domain type='{self.virt_type}'>
-  <name>{self.domain_name(guest.uuid)}</name>
-  <uuid>{self.domain_uuid(guest.uuid)}</uuid>
-  <description>{escape(guest.name)}</description>
-  <memory unit='MiB'>{guest.flavor.memory_mib}</memory>
-  <vcpu>{guest.flavor.vcpus}</vcpu>
-  <os><type arch='x86_64' machine='pc'>hvm</type>{boot}</os>
-  <features><acpi/><apic/></features>
-  <on_poweroff>destroy</on_poweroff>
-  <on_reboot>restart</on_reboot>
-  <devices>
-    <disk type='file' device='disk'>
-      <driver name='qemu' type='qcow2'/>
-      <source file='{escape(str(d / DISK))}'/>
-      <target dev='{TARGET}' bus='virtio'/>
-    </disk>
-    <interface type='user'><mac address='{mac_of(guest.uuid)}'/><model type='virtio'/></interface>
-    <serial type='file'>
-      <source path='{escape(str(self.console_log(guest.uuid)))}' append='on'/><target port='0'/>
-    </serial>
-  </devices>
-</domain>"""
+        )
 
     def _image(self, guest: base.Guest) -> pathlib.Path:
         """`spec.image` is the name of an image under `images_path` (a directory with
@@ -213,18 +170,11 @@ class LibvirtDriver:
                 dom.destroy()
             dom.undefine()
 
-    def _grow_disk(self, disk: pathlib.Path, gib: int) -> None:
-        current = int(disk_info(disk)["virtual-size"])
-        if gib * GIB < current:
-            raise base.DriverError(f"disks never shrink: {current // GIB} GiB -> {gib} GiB")
-        if gib * GIB > current:
-            _qemu_img("resize", "-q", str(disk), f"{gib}G")
-
     # --- the protocol: spawn and power -----------------------------------------------------
 
     async def capacity(self) -> Amount:
         info = await self._run(self.conn.getInfo)
-        disk = shutil.disk_usage(self.root).total // GIB
+        disk = shutil.disk_usage(self.root).total // qcow2.GIB
         return Amount(int(info[2]), int(info[1]), int(disk))
 
     async def spawn(self, guest: base.Guest) -> None:
@@ -240,11 +190,11 @@ class LibvirtDriver:
             base_disk = image / "disk.qcow2" if image.is_dir() else image
             tmp = d / "disk.part"
             if base_disk.exists():
-                _qemu_img("convert", "-q", "-O", "qcow2", str(base_disk), str(tmp))
+                qcow2.convert(base_disk, tmp)
             else:
-                _qemu_img("create", "-q", "-f", "qcow2", str(tmp), f"{guest.flavor.disk_gib}G")
+                qcow2.create(tmp, guest.flavor.disk_gib)
             tmp.rename(disk)  # a crash never leaves a half-copied disk named `disk`
-        self._grow_disk(disk, guest.flavor.disk_gib)
+        qcow2.grow(disk, guest.flavor.disk_gib)
         self._define(guest)
         if guest.power_on:
             self._start(guest.uuid)
@@ -295,8 +245,8 @@ class LibvirtDriver:
                 f"{aside} belongs to migration {owner or '<unknown>'} and {d} holds no disk: "
                 "refusing to guess which copy is current"
             )
-        if backing_of(d / DISK) is not None:
-            self._flatten_offline(d / DISK)
+        if qcow2.backing_of(d / DISK) is not None:
+            qcow2.flatten(d / DISK)
         where = self.files.root / layout.QUARANTINE / f"{aside.name}-{_now():{layout.STAMP}}"
         where.parent.mkdir(parents=True, exist_ok=True)
         aside.rename(where)
@@ -341,14 +291,12 @@ class LibvirtDriver:
             if not disk.exists():
                 original = self.files.aside(guest.uuid) / DISK
                 tmp = d / "disk.part"
-                _qemu_img(
-                    "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(original), str(tmp)
-                )
+                qcow2.overlay(original, tmp)
                 tmp.rename(disk)
                 faults.point("agent", "libvirt:overlay-created")
         elif self.files.received_for(guest.uuid) != migration or not disk.exists():
             raise base.DriverError(f"no disk received for {guest.uuid} on this node")
-        self._grow_disk(disk, guest.flavor.disk_gib)
+        qcow2.grow(disk, guest.flavor.disk_gib)
         faults.point("agent", "libvirt:grown")
         if faults.fail_once("agent", "libvirt:define"):
             raise base.DriverError(f"defining {guest.uuid}: injected failure")
@@ -382,7 +330,7 @@ class LibvirtDriver:
         guest, the live definition: libvirt forgets a block job however it ended (done,
         aborted, ENOSPC, I/O error), so "no job any more" proves nothing."""
         disk = self.files.dir(uuid) / DISK
-        if backing_of(disk) is None:
+        if qcow2.backing_of(disk) is None:
             return
         dom = self._domain(uuid)
         if dom is not None and dom.isActive():
@@ -399,9 +347,9 @@ class LibvirtDriver:
                 time.sleep(BLOCK_JOB_POLL)
             live = self._live_backing(dom)
         else:
-            self._flatten_offline(disk)
+            qcow2.flatten(disk)
             live = None
-        left = backing_of(disk) or live
+        left = qcow2.backing_of(disk) or live
         if left is not None:
             raise base.DriverError(
                 f"block pull of {disk} ended without completing: it still reads from {left}; "
@@ -417,12 +365,6 @@ class LibvirtDriver:
                 source = disk.find("backingStore/source")
                 return source.get("file") if source is not None else None
         return None
-
-    @staticmethod
-    def _flatten_offline(disk: pathlib.Path) -> None:
-        if faults.fail_once("agent", "libvirt:rebase"):
-            raise base.DriverError(f"qemu-img rebase {disk}: injected failure")
-        _qemu_img("rebase", "-q", "-f", "qcow2", "-b", "", str(disk))
 
     async def finish_revert_migration(
         self, guest: base.Guest, *, migration: str, same_host: bool
@@ -499,7 +441,7 @@ class LibvirtDriver:
             return None
         state, max_kib, _, vcpus, _ = dom.info()
         power = base.Power.RUNNING if state == libvirt.VIR_DOMAIN_RUNNING else base.Power.STOPPED
-        size = int(disk_info(disk)["virtual-size"]) // GIB
+        size = qcow2.virtual_gib(disk)
         return base.GuestInfo(
             power=power, vcpus=int(vcpus), memory_mib=int(max_kib) // 1024, disk_gib=size
         )

@@ -16,10 +16,6 @@ Power = instance.PowerState
 T = m.T0
 
 
-def history(*phases: P) -> list[tuple[str, datetime.datetime]]:
-    return [(p.value, T + datetime.timedelta(seconds=i)) for i, p in enumerate(phases)]
-
-
 def observed(
     node: str,
     inst: instance.Instance | None,
@@ -57,7 +53,7 @@ def test_steps_by_phase_and_node(phase: str, dest: str, node: str, expected: lis
 
 def test_a_failed_same_host_resize_restores_the_original_while_the_instance_is_in_error() -> None:
     failed = m.mig(
-        "error", transitions=history(P.PRE_MIGRATING, P.MIGRATING, P.POST_MIGRATING, P.ERROR)
+        "error", transitions=m.history(P.PRE_MIGRATING, P.MIGRATING, P.POST_MIGRATING, P.ERROR)
     )
     erring = m.inst(status=m.active(phase="ERROR"))
     assert due(observed("node-a", erring, failed)) == [D.RESTORE]
@@ -69,7 +65,7 @@ def test_a_migration_that_failed_after_finished_undoes_nothing() -> None:
     """The bug this table fixes: a failed same-host confirm reverted to the old disk."""
     failed = m.mig(
         "error",
-        transitions=history(
+        transitions=m.history(
             P.PRE_MIGRATING, P.MIGRATING, P.POST_MIGRATING, P.FINISHED, P.CONFIRMING, P.ERROR
         ),
     )
@@ -78,12 +74,12 @@ def test_a_migration_that_failed_after_finished_undoes_nothing() -> None:
 
 
 def test_only_the_latest_failure_is_restored() -> None:
-    old = m.mig("error", transitions=history(P.PRE_MIGRATING, P.ERROR))
+    old = m.mig("error", transitions=m.history(P.PRE_MIGRATING, P.ERROR))
     newer = m.mig(
         "error",
         transitions=[
             (p, t + datetime.timedelta(hours=1))
-            for p, t in history(P.PRE_MIGRATING, P.MIGRATING, P.ERROR)
+            for p, t in m.history(P.PRE_MIGRATING, P.MIGRATING, P.ERROR)
         ],
     )
     newer = newer.model_copy(update={"metadata": newer.metadata.model_copy(update={"uid": "b"})})
@@ -96,7 +92,7 @@ def test_a_destination_releases_what_it_built_after_a_failure_without_the_instan
     failed = m.mig(
         "error",
         dest="node-b",
-        transitions=history(P.PRE_MIGRATING, P.MIGRATING, P.POST_MIGRATING, P.ERROR),
+        transitions=m.history(P.PRE_MIGRATING, P.MIGRATING, P.POST_MIGRATING, P.ERROR),
     )
     assert due(observed("node-b", None, failed)) == [D.RELEASE]
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
-
 import pytest
 
 from kubenova.api import instance, migration
@@ -15,10 +13,6 @@ C = stages.Copy
 R = stages.Role
 D = stages.Duty
 T = m.T0
-
-
-def history(*phases: P) -> list[tuple[str, datetime.datetime]]:
-    return [(p.value, T + datetime.timedelta(seconds=i)) for i, p in enumerate(phases)]
 
 
 @pytest.mark.parametrize(
@@ -54,7 +48,7 @@ def test_truth_of_every_phase(phase: P | None, truth: stages.Copy) -> None:
 def test_truth_after_a_failure_depends_on_where_it_failed(failed_in: P, truth: stages.Copy) -> None:
     order = [P.PRE_MIGRATING, P.MIGRATING, P.POST_MIGRATING, P.FINISHED]
     path = order[: order.index(failed_in) + 1] if failed_in in order else [*order, failed_in]
-    mig = m.mig("error", transitions=history(*path, P.ERROR))
+    mig = m.mig("error", transitions=m.history(*path, P.ERROR))
     assert stages.failed_from(mig) is failed_in
     assert stages.truth(mig) is truth
 
@@ -68,7 +62,7 @@ def test_a_failed_confirm_goes_back_to_verify_and_keeps_the_new_copy() -> None:
     assert (work.duty, work.on_failure) == (D.CONFIRM, P.FINISHED)
     mig = m.mig(
         "finished",
-        transitions=history(
+        transitions=m.history(
             P.PRE_MIGRATING, P.MIGRATING, P.POST_MIGRATING, P.FINISHED, P.CONFIRMING, P.FINISHED
         ),
     )

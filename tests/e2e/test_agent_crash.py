@@ -69,6 +69,7 @@ def test_agent_killed_after_a_same_host_confirm(env: Env, image: pathlib.Path) -
     uuid = guest.booted(env, image)
     assert env.resize("vm", "e2e.two").ok
     env.wait_phase("vm", "VERIFY_RESIZE", timeout=180)
+    assert guest.boots(env, "node-a", uuid, 2).boots == 2  # booted, and wrote, on the new disk
     env.agents["node-a"].stop()
     env.start_libvirt_agent("node-a", fault="agent:source-confirmed")
     env.annotate("vm", "resize", "confirm")

@@ -175,7 +175,7 @@ def test_a_transfer_cut_mid_stream_resumes_after_the_source_returns(
     env: Env, image: pathlib.Path
 ) -> None:
     # 256 MiB of data on the disk beyond the guest's own sectors: the transfer takes a
-    # while, and a cut at 160 MiB leaves verified frames to resume from.
+    # while, and a cut at 200 MiB leaves verified frames to resume from.
     disk = image / "disk.qcow2"
     subprocess.run(
         ["qemu-io", "-f", "qcow2", "-c", "write -P 0x6b 16M 256M", str(disk)],

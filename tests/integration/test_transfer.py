@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import pathlib
 from collections.abc import Awaitable, Callable
@@ -204,5 +205,27 @@ def test_a_source_that_changed_since_the_cut_is_sent_again_whole(
         return await transfer.pull(url, TOKEN, dest)
 
     resumed, sent = serve_cut(source, with_change, cut_after=MIB + MIB // 2)
+    assert (resumed, sent) == (0, 3 * MIB)
+    assert digest(dest) == digest(source)
+
+
+def test_a_partial_disk_recorded_before_a_reboot_is_not_trusted(
+    tmp_path: pathlib.Path, small_frames: None
+) -> None:
+    """The record is written without an fsync: after a reboot (another boot id) the data it
+    vouches for may be lost with the page cache, so the transfer starts again."""
+    source = sparse_disk(tmp_path / "disk")
+    dest = tmp_path / "received"
+
+    async def after_reboot(url: str) -> tuple[int, int]:
+        with pytest.raises(transfer.TransferError):
+            await transfer.pull(url, TOKEN, dest)
+        record = tmp_path / "received.part.json"
+        saved = json.loads(record.read_text())
+        assert saved["verified"] == MIB
+        record.write_text(json.dumps({**saved, "boot": "an-earlier-boot"}))
+        return await transfer.pull(url, TOKEN, dest)
+
+    resumed, sent = serve_cut(source, after_reboot, cut_after=MIB + MIB // 2)
     assert (resumed, sent) == (0, 3 * MIB)
     assert digest(dest) == digest(source)

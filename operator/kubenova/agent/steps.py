@@ -146,6 +146,12 @@ async def _run(node: Node, obs: duties.Observed, task: duties.Task) -> migration
         await node.driver.confirm_migration(uuid, migration=uid, same_host=same)
         faults.point("agent", "source-confirmed")
     elif duty is Duty.RELEASE:
+        if mig.status.phase is P.REVERTING:
+            # Never two guests: the copy here stops before the original starts, whatever
+            # its markers say (the release below removes it only if they name `mig`).
+            info = await node.driver.get_info(uuid)
+            if info is not None and info.power is base.Power.RUNNING:
+                await node.driver.power_off(uuid, 0)
         await node.driver.release_migration(uuid, migration=uid)
         faults.point("agent", "dest-released")
     elif duty is Duty.RESTORE:

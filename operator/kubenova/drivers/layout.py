@@ -110,7 +110,7 @@ class Layout:
 
     def quarantine(self, uuid: str, now: datetime.datetime) -> list[pathlib.Path]:
         """Move everything held for `uuid` into the quarantine; returns where it went."""
-        where = self.root / QUARANTINE / f"{checked(uuid)}-{now.strftime(STAMP)}"
+        where = self.quarantine_dir(checked(uuid), now)
         moved = []
         for src in (self.dir(uuid), self.aside(uuid), self.console(uuid)):
             if src.exists():
@@ -119,6 +119,10 @@ class Layout:
                 src.rename(dst)  # same filesystem: constant time, nothing copied
                 moved.append(dst)
         return moved
+
+    def quarantine_dir(self, name: str, now: datetime.datetime) -> pathlib.Path:
+        """Where something named `name` goes into quarantine at `now` (purged by its stamp)."""
+        return self.root / QUARANTINE / f"{name}-{now.strftime(STAMP)}"
 
     def purge_quarantine(self, now: datetime.datetime, keep_seconds: float) -> list[str]:
         """Delete quarantined entries older than `keep_seconds`; returns their names."""

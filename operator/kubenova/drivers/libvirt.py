@@ -247,7 +247,7 @@ class LibvirtDriver:
             )
         if qcow2.backing_of(d / DISK) is not None:
             qcow2.flatten(d / DISK)
-        where = self.files.root / layout.QUARANTINE / f"{aside.name}-{_now():{layout.STAMP}}"
+        where = self.files.quarantine_dir(aside.name, _now())
         where.parent.mkdir(parents=True, exist_ok=True)
         aside.rename(where)
         log.warning("stale revert point of migration %s moved to %s", owner, where)

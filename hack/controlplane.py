@@ -5,6 +5,8 @@ cache outside the repository (or taken from KUBEBUILDER_ASSETS). Everything list
 127.0.0.1 on free ports, so several control planes can run side by side (one per pytest
 worker, plus a developer's `make up`). State lives in one directory: certificates, the
 admin kubeconfig, logs, etcd data and `state.json` (pids and ports, read by `down`).
+Ports, certificates and the etcd data directory are chosen once by the first start and kept,
+so hack/controlplane_faults.py can stop and start a process under clients that stay connected.
 
     python -m hack.controlplane up   --dir .kubenova    # start, print the kubeconfig path
     python -m hack.controlplane down --dir .kubenova    # stop everything `up` started
@@ -30,6 +32,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from typing import Any
 
 from kubenova import pki
 
@@ -42,6 +45,21 @@ ADMIN_USER = "kubenova-admin"
 # The local controller's own identity (`controller.kubeconfig`): the label policy lets only
 # the controller change kubenova's labels, so it must not share the user's.
 CONTROLLER_USER = "kubenova-controller"
+# `audit=True`: who wrote kubenova's objects and leases, and nothing else (reads and core
+# objects would drown them). Only ResponseComplete: RequestReceived would log each write twice.
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived"],
+    "rules": [
+        {
+            "level": "Metadata",
+            "verbs": ["create", "update", "patch", "delete"],
+            "resources": [{"group": "compute.kubenova.io"}, {"group": "coordination.k8s.io"}],
+        },
+        {"level": "None"},
+    ],
+}
 
 
 def binaries() -> pathlib.Path:
@@ -107,17 +125,26 @@ class ControlPlane:
         *,
         bin_dir: pathlib.Path | None = None,
         detached: bool = False,
+        audit: bool = False,
     ) -> None:
-        """`detached` processes outlive this one (make up); others die with it (tests)."""
+        """`detached` processes outlive this one (make up); others die with it (tests).
+        `audit` makes kube-apiserver log AUDIT_POLICY's writes to `audit_log`."""
         self.dir = directory.resolve()
         self.detached = detached
+        self.audit = audit
         self.bin_dir = bin_dir
         self.pki_dir = self.dir / "pki"
         self.log_dir = self.dir / "logs"
         self.kubeconfig = self.dir / "kubeconfig"
         self.controller_kubeconfig = self.dir / "controller.kubeconfig"
+        self.audit_log = self.log_dir / "audit.log"
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.apiserver_port = 0
+        self.etcd_client_port = 0
+        self.etcd_peer_port = 0
+        self.etcd_data = pathlib.Path()
+        self.controller_manager_port = 0
+        self.certs: dict[str, pathlib.Path] = {}
         self.startup_seconds = 0.0
 
     # --- start -----------------------------------------------------------------------------
@@ -135,22 +162,22 @@ class ControlPlane:
 
     def _start(self, *, controller_manager: bool) -> ControlPlane:
         began = time.monotonic()
-        bin_dir = self.bin_dir or binaries()
+        self.bin_dir = self.bin_dir or binaries()
         for sub in (self.pki_dir, self.log_dir):
             sub.mkdir(parents=True, exist_ok=True)
         try:
-            certs = self._certificates()
-            etcd_url = self._start_etcd(bin_dir)
-            self._start_apiserver(bin_dir, etcd_url, certs)
-            self._write_kubeconfig(certs)
-            self._wait_ready(certs)
+            self.certs = self._certificates()
+            self._start_etcd()
+            self._start_apiserver()
+            self._write_kubeconfig(self.certs)
+            self.wait_ready()
             if controller_manager:
-                self._start_controller_manager(bin_dir, certs)
+                self._start_controller_manager()
         except BaseException:
             self.stop()
             raise
         self.startup_seconds = time.monotonic() - began
-        self._save_state()
+        self.save_state()
         return self
 
     def _certificates(self) -> dict[str, pathlib.Path]:
@@ -199,43 +226,61 @@ class ControlPlane:
         )
         log.close()
 
-    def _start_etcd(self, bin_dir: pathlib.Path) -> str:
-        client, peer = free_port(), free_port()
+    def _start_etcd(self) -> None:
+        self.etcd_client_port, self.etcd_peer_port = free_port(), free_port()
         # tmpfs when there is one: etcd's fsyncs dominate apiserver latency on a disk.
         shm = pathlib.Path("/dev/shm")
         base = shm if shm.is_dir() and os.access(shm, os.W_OK) else self.dir
-        data = pathlib.Path(tempfile.mkdtemp(prefix="kubenova-etcd-", dir=base))
+        self.etcd_data = pathlib.Path(tempfile.mkdtemp(prefix="kubenova-etcd-", dir=base))
         (self.dir / "etcd-data").unlink(missing_ok=True)
-        (self.dir / "etcd-data").symlink_to(data)
-        url = f"http://{LOOPBACK}:{client}"
+        (self.dir / "etcd-data").symlink_to(self.etcd_data)
+        self.spawn_etcd()
+
+    @property
+    def etcd_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.etcd_client_port}"
+
+    def spawn_etcd(self) -> None:
+        """Run etcd on the ports and data directory the first start chose (no wait)."""
+        peer = f"http://{LOOPBACK}:{self.etcd_peer_port}"
         self._spawn(
             "etcd",
             [
-                str(bin_dir / "etcd"),
+                str(self._bin("etcd")),
                 "--name=kubenova",
-                f"--data-dir={data}",
-                f"--listen-client-urls={url}",
-                f"--advertise-client-urls={url}",
-                f"--listen-peer-urls=http://{LOOPBACK}:{peer}",
-                f"--initial-advertise-peer-urls=http://{LOOPBACK}:{peer}",
-                f"--initial-cluster=kubenova=http://{LOOPBACK}:{peer}",
+                f"--data-dir={self.etcd_data}",
+                f"--listen-client-urls={self.etcd_url}",
+                f"--advertise-client-urls={self.etcd_url}",
+                f"--listen-peer-urls={peer}",
+                f"--initial-advertise-peer-urls={peer}",
+                f"--initial-cluster=kubenova={peer}",
                 "--unsafe-no-fsync",
                 "--log-level=warn",
                 # 0 disables the periodic metrics listener we never read.
                 "--listen-metrics-urls=",
             ],
         )
-        return url
 
-    def _start_apiserver(
-        self, bin_dir: pathlib.Path, etcd_url: str, certs: dict[str, pathlib.Path]
-    ) -> None:
+    def _bin(self, name: str) -> pathlib.Path:
+        assert self.bin_dir is not None, "start() first"
+        return self.bin_dir / name
+
+    def _start_apiserver(self) -> None:
         self.apiserver_port = free_port()
+        if self.audit:
+            (self.dir / "audit-policy.json").write_text(json.dumps(AUDIT_POLICY, indent=2))
+        self.spawn_apiserver()
+
+    def spawn_apiserver(self) -> None:
+        """Run kube-apiserver on the port and certificates the first start chose (no wait)."""
+        certs = self.certs
+        policy = self.dir / "audit-policy.json"  # JSON is YAML, as for the kubeconfig
+        audit = [f"--audit-policy-file={policy}", f"--audit-log-path={self.audit_log}"]
         self._spawn(
             "kube-apiserver",
             [
-                str(bin_dir / "kube-apiserver"),
-                f"--etcd-servers={etcd_url}",
+                str(self._bin("kube-apiserver")),
+                f"--etcd-servers={self.etcd_url}",
                 f"--bind-address={LOOPBACK}",
                 f"--secure-port={self.apiserver_port}",
                 # Loopback advertise address with no endpoint reconciler: sandboxes have no
@@ -254,24 +299,28 @@ class ControlPlane:
                 "--allow-privileged=true",
                 # Tests create Events in bursts; keep the defaults otherwise.
                 "--event-ttl=1h",
+                # On SIGTERM, answer 429 Retry-After while short requests drain, then give open
+                # connections (watches) 2 s, not --request-timeout (60 s): with a controller
+                # watching, a graceful stop would otherwise always end in SIGKILL.
+                "--shutdown-send-retry-after=true",
+                *(audit if self.audit else []),
             ],
         )
 
-    def _start_controller_manager(
-        self, bin_dir: pathlib.Path, certs: dict[str, pathlib.Path]
-    ) -> None:
+    def _start_controller_manager(self) -> None:
         # Garbage collection (ownerReferences), namespace deletion and service-account
         # tokens need it; Deployments and DaemonSets are reconciled too (no kubelet runs them).
+        self.controller_manager_port = free_port()
         self._spawn(
             "kube-controller-manager",
             [
-                str(bin_dir / "kube-controller-manager"),
+                str(self._bin("kube-controller-manager")),
                 f"--kubeconfig={self.kubeconfig}",
                 "--leader-elect=false",
                 f"--bind-address={LOOPBACK}",
-                f"--secure-port={free_port()}",
-                f"--root-ca-file={certs['ca']}",
-                f"--service-account-private-key-file={certs['sa_key']}",
+                f"--secure-port={self.controller_manager_port}",
+                f"--root-ca-file={self.certs['ca']}",
+                f"--service-account-private-key-file={self.certs['sa_key']}",
                 "--use-service-account-credentials=false",
                 "--controllers=*,-nodeipam,-nodelifecycle,-route,-service,-cloud-node-lifecycle",
             ],
@@ -335,15 +384,21 @@ class ControlPlane:
     def server(self) -> str:
         return f"https://{LOOPBACK}:{self.apiserver_port}"
 
-    def _wait_ready(self, certs: dict[str, pathlib.Path]) -> None:
-        ctx = ssl.create_default_context(cafile=str(certs["ca"]))
-        ctx.load_cert_chain(str(certs["admin_cert"]), str(certs["admin_key"]))
+    def admin_context(self) -> ssl.SSLContext:
+        """TLS for raw HTTPS requests to the API server as the admin."""
+        ctx = ssl.create_default_context(cafile=str(self.certs["ca"]))
+        ctx.load_cert_chain(str(self.certs["admin_cert"]), str(self.certs["admin_key"]))
+        return ctx
+
+    def wait_ready(self) -> None:
+        """Until kube-apiserver's /readyz (etcd included) answers 200; raise if a process died."""
+        ctx = self.admin_context()
         deadline = time.monotonic() + READY_TIMEOUT
         last = "no answer"
         while time.monotonic() < deadline:
             for name, proc in self.processes.items():
                 if proc.poll() is not None:
-                    raise RuntimeError(f"{name} exited with {proc.returncode}: {self._tail(name)}")
+                    raise RuntimeError(f"{name} exited with {proc.returncode}: {self.tail(name)}")
             try:
                 with urllib.request.urlopen(f"{self.server}/readyz", context=ctx, timeout=2) as r:
                     if r.status == 200:
@@ -353,10 +408,18 @@ class ControlPlane:
             time.sleep(0.1)
         raise TimeoutError(
             f"kube-apiserver not ready after {READY_TIMEOUT}s ({last}): "
-            f"{self._tail('kube-apiserver')}"
+            f"{self.tail('kube-apiserver')}"
         )
 
-    def _tail(self, name: str, lines: int = 20) -> str:
+    def audit_events(self) -> list[dict[str, Any]]:
+        """The audit log's events so far, oldest first (`audit=True`)."""
+        if not self.audit_log.exists():
+            return []
+        text = self.audit_log.read_text()
+        # The apiserver may be writing the last line: keep only the complete ones.
+        return [json.loads(line) for line in text.splitlines(keepends=True) if line.endswith("\n")]
+
+    def tail(self, name: str, lines: int = 20) -> str:
         path = self.log_dir / f"{name}.log"
         return (
             "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -366,7 +429,7 @@ class ControlPlane:
 
     # --- stop ------------------------------------------------------------------------------
 
-    def _save_state(self) -> None:
+    def save_state(self) -> None:
         state = State(
             pids={n: p.pid for n, p in self.processes.items()},
             apiserver_port=self.apiserver_port,
@@ -382,6 +445,9 @@ class ControlPlane:
                 if proc.poll() is None:
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(proc.pid, sig)
+                        # A paused process (controlplane_faults.pause) handles SIGTERM only
+                        # once it runs again.
+                        os.killpg(proc.pid, signal.SIGCONT)
             deadline = time.monotonic() + STOP_GRACE
             for proc in procs:
                 with contextlib.suppress(subprocess.TimeoutExpired):

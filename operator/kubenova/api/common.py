@@ -117,6 +117,12 @@ class Condition(Model):
     )
 
 
+class OwnerReference(Model):
+    kind: str = ""
+    name: str = ""
+    uid: str = ""
+
+
 class ObjectMeta(Model):
     """The parts of metadata kubenova reads. Parsed once at the edge; never sent back whole."""
 
@@ -130,6 +136,7 @@ class ObjectMeta(Model):
     finalizers: list[str] = pydantic.Field(default_factory=list)
     deletion_timestamp: datetime.datetime | None = None
     creation_timestamp: datetime.datetime | None = None
+    owner_references: list[OwnerReference] = pydantic.Field(default_factory=list)
 
 
 def name_field(description: str, **kwargs: Any) -> Any:

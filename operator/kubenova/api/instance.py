@@ -151,6 +151,14 @@ class InstanceStatus(common.Model):
         max_length=common.DNS_SUBDOMAIN_MAX,
         description="Name of the Migration in progress or awaiting confirm/revert, if any.",
     )
+    migration_count: int | None = pydantic.Field(
+        default=None,
+        ge=0,
+        description=(
+            "Migrations the controller has created for this instance; the next one is named "
+            "<instance>-<uid prefix>-<count+1>, so a retried create finds its first attempt."
+        ),
+    )
     uuid: str | None = common.uuid_field(
         "Stable instance UUID: the libvirt domain name and UUID, and its directory.",
         default=None,

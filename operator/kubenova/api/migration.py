@@ -73,6 +73,26 @@ FINAL_PHASES = frozenset({MigrationPhase.CONFIRMED, MigrationPhase.REVERTED, Mig
 SOURCE_DOWN_CONFIRM = (MigrationPhase.CONFIRMING, MigrationPhase.CONFIRMED)
 
 
+def name_for(instance_name: str, instance_uid: str, sequence: int) -> str:
+    """The name of an instance's `sequence`-th Migration: `<instance>-<uid prefix>-<n>`.
+
+    Deterministic, so a create retried after its answer was lost meets its first attempt
+    (409 AlreadyExists, then adopted) instead of making a second work order; the uid prefix
+    keeps a re-created Instance of the same name clear of its predecessor's history.
+    """
+    suffix = f"-{instance_uid[:8]}-{sequence}"
+    prefix = instance_name[: common.DNS_SUBDOMAIN_MAX - len(suffix)].rstrip(".-")
+    return prefix + suffix
+
+
+def sequence_of(name: str, instance_uid: str) -> int | None:
+    """The sequence number `name_for` gave, or None for any other name."""
+    head, _, number = name.rpartition("-")
+    if not number.isdigit() or not head.endswith(f"-{instance_uid[:8]}"):
+        return None
+    return int(number)
+
+
 def writer_of(old: MigrationPhase | None, new: MigrationPhase) -> Writer | None:
     """The component allowed to move a migration from `old` to `new`, or None if illegal."""
     return TRANSITIONS.get((old, new))

@@ -1,8 +1,9 @@
-"""kopf wiring: watch events feed the store and queue, the webhook validates Instances.
+"""kopf wiring: the validating webhook's server and handler, start-up and clean-up.
 
-Handlers are a few lines that delegate to `runtime.Runtime`. They are all low-level
-`on.event` handlers: kopf adds no annotations, finalizers or progress records of its
-own, so every write to an object is one kubenova decided to make.
+kopf earns its place as the admission server; the watches are kubenova's own informers
+(kube/informer.py), whose relists replace the store's view (kopf's re-list after a watch
+gap never reports the objects deleted meanwhile). kopf adds no annotations, finalizers or
+progress records of its own, so every write to an object is one kubenova decided to make.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from kubenova import pki
 from kubenova import settings as settings_mod
 from kubenova.api import flavor, instance, names
 from kubenova.controller import runtime
+from kubenova.kube import objects
 from kubenova.lifecycle import admission
 
 log = logging.getLogger(__name__)
@@ -209,26 +211,6 @@ def _rt(memo: Any) -> runtime.Runtime:
     return memo["runtime"]  # type: ignore[no-any-return]
 
 
-@kopf.on.event(names.GROUP, names.VERSION, "instances")
-async def on_event_instance(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    _rt(memo).observe("Instance", event["type"], dict(event["object"]))
-
-
-@kopf.on.event(names.GROUP, names.VERSION, "migrations")
-async def on_event_migration(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    _rt(memo).observe("Migration", event["type"], dict(event["object"]))
-
-
-@kopf.on.event(names.GROUP, names.VERSION, "hypervisors")
-async def on_event_hypervisor(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    _rt(memo).observe("Hypervisor", event["type"], dict(event["object"]))
-
-
-@kopf.on.event(names.GROUP, names.VERSION, "flavors")
-async def on_event_flavor(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    _rt(memo).observe("Flavor", event["type"], dict(event["object"]))
-
-
 def register_webhook() -> None:
     """Only with a webhook server: kopf refuses to start admission handlers without one.
     Which requests reach it, and the failure policy, are the webhook configuration's:
@@ -243,7 +225,11 @@ async def on_validate_instance(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) 
     new_spec = instance.InstanceSpec.model_validate(dict(body.get("spec", {})))
     old = kwargs.get("old")
     previous = instance.Instance.model_validate(dict(old)) if old else None
-    chosen = _rt(memo).store.get("Flavor", new_spec.flavor)
+    rt = _rt(memo)
+    # A Flavor created in the same `kubectl apply` may not have reached the store yet.
+    chosen = rt.store.get("Flavor", new_spec.flavor) or await rt.objs.get(
+        objects.FLAVOR, None, new_spec.flavor
+    )
     problem = admission.flavor_change_problem(
         previous, new_spec, flavor.FlavorSpec.model_validate(chosen["spec"]) if chosen else None
     )

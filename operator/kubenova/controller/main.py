@@ -1,15 +1,19 @@
 """Run the controller: kopf's watches and webhook, kubenova's runtime, leader election.
 
 Every replica watches (warm store, validating webhook); only the Lease holder reconciles.
-Every replica primes its store before contesting the lease, so a standby is ready (it
-answers the webhook from a full view) and a rolling update does not wait on the lease.
+Every replica syncs its informers before contesting the lease, so a standby is ready (it
+answers the webhook from a full view) and a rolling update does not wait on the lease; a
+new leader lists everything once more before its first decision.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import kopf
 import prometheus_client
@@ -27,21 +31,64 @@ def _log_failure(task: asyncio.Task[None]) -> None:
         log.error("webhook configuration not registered", exc_info=task.exception())
 
 
+def _lost_leadership(task: asyncio.Task[None]) -> None:
+    if task.cancelled():  # a clean shutdown
+        return
+    log.critical("leader election lost: exiting so that one controller acts at a time")
+    logging.shutdown()
+    os._exit(1)
+
+
+async def _until_done(what: str, step: Callable[[], Awaitable[None]]) -> None:
+    """Retry `step` with capped backoff: the API server may be restarting."""
+    for attempt in itertools.count():
+        try:
+            await step()
+            return
+        except Exception as exc:
+            delay = min(10.0, 0.5 * 2**attempt)
+            log.warning("%s failed: %r; again in %.1fs", what, exc, delay)
+            await asyncio.sleep(delay)
+
+
+def _elector(api: Any, cfg: settings_mod.Controller) -> lease.LeaderElector | None:
+    if not cfg.leader_election:
+        return None
+    return lease.LeaderElector(
+        api,
+        namespace=cfg.lease_namespace,
+        name=cfg.lease_name,
+        identity=cfg.identity,
+        duration=cfg.lease_duration_seconds,
+        renew_every=cfg.lease_duration_seconds / 3,
+    )
+
+
+def _login_with(api: Any) -> None:
+    """kopf connects as kubenova's own client does (its kubeconfig login reads only
+    $KUBECONFIG; `--kubeconfig` must win)."""
+
+    @kopf.on.login()
+    def on_login_kubeconfig(**_: object) -> kopf.ConnectionInfo:
+        c = api.configuration
+        # kubernetes_asyncio keeps the header value: "Bearer <token>".
+        token = c.api_key.get("BearerToken", "").removeprefix("Bearer ").strip()
+        return kopf.ConnectionInfo(
+            server=str(c.host),
+            ca_path=c.ssl_ca_cert,
+            certificate_path=c.cert_file,
+            private_key_path=c.key_file,
+            token=token or None,
+            insecure=not c.verify_ssl,
+        )
+
+
 async def run(cfg: settings_mod.Controller) -> None:
     api = await client.connect(cfg.kubeconfig)
     rt = runtime.Runtime(api, cfg)
-    elector = (
-        lease.LeaderElector(
-            api,
-            namespace=cfg.lease_namespace,
-            name=cfg.lease_name,
-            identity=cfg.identity,
-            duration=cfg.lease_duration_seconds,
-            renew_every=cfg.lease_duration_seconds / 3,
-        )
-        if cfg.leader_election
-        else None
-    )
+    elector = _elector(api, cfg)
+    if elector is not None:
+        rt.objs.may_write = elector.is_leader
     if cfg.webhook_port:
         app.register_webhook()
     managed_webhook = bool(cfg.webhook_port and cfg.webhook_managed)
@@ -51,26 +98,27 @@ async def run(cfg: settings_mod.Controller) -> None:
     prometheus_client.REGISTRY.register(telemetry.StoreCollector(rt.store))
 
     async def lead() -> None:
-        if elector is not None:
-            await rt.prime()
-            primed.set()
-            await elector.acquire()
-        await rt.prime()
+        await rt.synced()
         primed.set()
+        if elector is not None:
+            await elector.acquire()
+            holding = asyncio.create_task(elector.hold())
+            holding.add_done_callback(_lost_leadership)
+            rt.tasks.append(holding)
+            # The informers may lag what the previous leader wrote just before it stopped.
+            await _until_done("resync before leading", rt.resync)
         rt.start()
         for task in rt.tasks:
             if task is not asyncio.current_task():  # named by what runs: "WorkQueue.run"
                 name = getattr(task.get_coro(), "__qualname__", task.get_name())
                 probes.HEALTH.watch(name, task)
-        if elector is not None:
-            await elector.hold()
-            log.critical("leader election lost: exiting so that one controller acts at a time")
-            logging.shutdown()
-            os._exit(1)
 
     @kopf.on.startup()
     async def on_startup_controller(settings: kopf.OperatorSettings, **_: object) -> None:
         app.configure(settings, cfg)
+        rt.watch()
+        for task in rt.watchers:
+            probes.HEALTH.watch(task.get_name(), task)
         rt.tasks.append(asyncio.create_task(lead()))
         if managed_webhook:  # one-shot: not among the tasks whose end fails /healthz
             task = asyncio.create_task(app.register_webhook_configuration(api, cfg))
@@ -86,22 +134,7 @@ async def run(cfg: settings_mod.Controller) -> None:
         await rt.stop()
 
     if cfg.kubeconfig:
-
-        @kopf.on.login()
-        def on_login_kubeconfig(**_: object) -> kopf.ConnectionInfo:
-            # kopf's own kubeconfig login reads only $KUBECONFIG; `--kubeconfig` must win,
-            # so kopf gets the connection kubenova's client already loaded.
-            c = api.configuration
-            # kubernetes_asyncio keeps the header value: "Bearer <token>".
-            token = c.api_key.get("BearerToken", "").removeprefix("Bearer ").strip()
-            return kopf.ConnectionInfo(
-                server=str(c.host),
-                ca_path=c.ssl_ca_cert,
-                certificate_path=c.cert_file,
-                private_key_path=c.key_file,
-                token=token or None,
-                insecure=not c.verify_ssl,
-            )
+        _login_with(api)
 
     server = await probes.serve(cfg.metrics_port) if cfg.metrics_port else None
     try:

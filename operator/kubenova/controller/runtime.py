@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import functools
 import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
+import aiohttp
 from kubernetes_asyncio import client
 
 from kubenova import faults
@@ -21,7 +23,7 @@ from kubenova import settings as settings_mod
 from kubenova.api import flavor, instance, migration, names
 from kubenova.controller import store as store_mod
 from kubenova.controller import telemetry
-from kubenova.kube import events, objects, workqueue
+from kubenova.kube import events, informer, objects, workqueue
 from kubenova.lifecycle import instance as lifecycle
 from kubenova.lifecycle import plan as plan_mod
 from kubenova.observability import logs, metrics, probes
@@ -34,6 +36,9 @@ HYPERVISOR_SYNC_SECONDS = 2.0  # up/down is re-judged at least this often
 # dashboards (decisions use the claims in memory), so a second's delay costs nothing and
 # folds a resize's claim and release on a node, and a burst's, into fewer writes.
 USAGE_DEBOUNCE_SECONDS = 1.0
+# A create whose answer was lost (connection reset, timeout) is sent again at once, by the
+# same name: the second meets the first (409) and adopts it.
+CREATE_ATTEMPTS = 3
 
 
 def now() -> datetime.datetime:
@@ -59,15 +64,34 @@ class Runtime:
         self.usage_changed = asyncio.Event()
         self.waiting: set[str] = set()  # instances waiting for a host or a flavor
         self.telemetry = telemetry.Telemetry()
+        self.informers: list[informer.Informer] = []
+        self.watchers: list[asyncio.Task[None]] = []
 
-    async def prime(self) -> None:
-        """Load every object before the first decision. kopf delivers the initial listing
-        kind by kind; deciding for an Instance before its Migration has arrived would
-        take a resize in flight for an idle instance (found by the controller-kill tests)."""
+    def watch(self) -> None:
+        """One informer per kind, in every replica: a standby keeps a warm store (it answers
+        the webhook and is ready to lead), and every relist replaces what it lists, so an
+        object deleted during a watch gap leaves the store (and frees its claims)."""
         for kind in (objects.FLAVOR, objects.HYPERVISOR, objects.MIGRATION, objects.INSTANCE):
-            items, _ = await self.objs.list(kind)
-            for body in items:
-                self.observe(kind.kind, None, {"kind": kind.kind, **body})
+            inf = informer.Informer(
+                self.objs,
+                kind,
+                "",
+                functools.partial(self.observe, kind.kind),
+                transform=store_mod.without_managed_fields,
+            )
+            self.informers.append(inf)
+            self.watchers.append(asyncio.create_task(inf.run(), name=f"{kind.kind} informer"))
+
+    async def synced(self) -> None:
+        """Every kind listed once. Decisions wait for it: deciding for an Instance before
+        its Migration has arrived would take a resize in flight for an idle instance."""
+        await asyncio.gather(*(inf.synced.wait() for inf in self.informers))
+
+    async def resync(self) -> None:
+        """List every kind again: a new leader must not decide on a watch that lags the
+        writes its predecessor made just before it stopped."""
+        for inf in self.informers:
+            await inf.resync()
 
     def start(self) -> None:
         self.tasks += [
@@ -76,16 +100,16 @@ class Runtime:
         ]
 
     async def stop(self) -> None:
-        for task in self.tasks:
+        for task in [*self.tasks, *self.watchers]:
             task.cancel()
         await self.events.close()
         await self.api.close()
 
-    # --- watch events (from kopf) ------------------------------------------------------------
+    # --- watch events (from the informers) ---------------------------------------------------
 
-    def observe(self, kind: str, event_type: str | None, body: dict[str, Any]) -> None:
-        key = objects.key(body)
-        if event_type == "DELETED":
+    def observe(self, kind: str, key: str, body: dict[str, Any] | None) -> None:
+        old = self.store.get(kind, key)
+        if body is None:
             self.store.remove(kind, key)
         else:
             self.store.put(kind, body)
@@ -93,19 +117,24 @@ class Runtime:
             self.usage_changed.set()
         if kind == "Instance":
             self.queue.add(key)
-            self.telemetry.saw_instance(key, None if event_type == "DELETED" else body)
+            self.telemetry.saw_instance(key, body)
             # Kept as a set: heartbeats arrive from every node every few seconds, and a
             # scan of all instances on each would grow with the fleet.
-            if event_type != "DELETED" and _waiting(body):
+            if body is not None and _waiting(body):
                 self.waiting.add(key)
             else:
                 self.waiting.discard(key)
         elif kind == "Migration":
-            self.queue.add(self.store.instance_key_of(body))
-        elif kind in ("Hypervisor", "Flavor"):
-            # Capacity or flavors changed: instances waiting for a host or a flavor retry now.
-            for k in self.waiting:
-                self.queue.add(k)
+            if (mig := body or old) is not None:
+                self.queue.add(self.store.instance_key_of(mig))
+        elif kind == "Flavor" or _schedulable(old) != _schedulable(body):
+            # Flavors, or capacity, ratios, labels, disabled or up/down changed (not a mere
+            # heartbeat): instances waiting for a host or a flavor retry now.
+            self.wake_waiting()
+
+    def wake_waiting(self) -> None:
+        for k in self.waiting:
+            self.queue.add(k)
 
     # --- reconcile ---------------------------------------------------------------------------
 
@@ -130,6 +159,7 @@ class Runtime:
             settings=self.settings,
             hosts_up=up,
             last_seen=seen,
+            last_migration=self.store.last_migration(body),
         )
 
     async def reconcile(self, key: str) -> float | None:
@@ -213,6 +243,7 @@ class Runtime:
             self.queue.add_after(f"{ns}/{name}", 0.1)
             return
         except objects.NotFoundError:
+            await self._evict_gone(body, plan)
             return
         claimed()
         self.usage_changed.set()
@@ -235,7 +266,7 @@ class Runtime:
             "apiVersion": names.API_VERSION,
             "kind": "Migration",
             "metadata": {
-                "generateName": order.name,
+                "name": order.name,
                 "namespace": meta["namespace"],
                 "labels": order.labels,
                 "ownerReferences": [
@@ -251,10 +282,12 @@ class Runtime:
             },
             "spec": order.spec.to_wire(),
         }
-        created = await self.objs.create(objects.MIGRATION, meta["namespace"], manifest)
+        created = await self._create_or_adopt(inst, manifest)
         self.store.put("Migration", created)  # the claim is now in the store and the API
         claimed()
         faults.point("controller", f"{step}:migration-created")
+        if created.get("status", {}).get("phase"):  # adopted, already started
+            return created
         started = await self.objs.set_phase(
             objects.MIGRATION,
             meta["namespace"],
@@ -270,6 +303,48 @@ class Runtime:
         self.store.put("Migration", started)
         faults.point("controller", f"{step}:migration-started")
         return started
+
+    async def _evict_gone(self, inst: dict[str, Any], plan: plan_mod.Plan) -> None:
+        """A write found its object gone: drop it from the store now, with its claims,
+        rather than wait for a watch event that a watch gap may never deliver."""
+        ns, name = inst["metadata"]["namespace"], inst["metadata"]["name"]
+        gone = [(objects.INSTANCE, name)]
+        if plan.migration_phase is not None:
+            gone.append((objects.MIGRATION, plan.migration_phase.name))
+        for kind, obj in gone:
+            if await self.objs.get(kind, ns, obj) is None:
+                log.info("%s %s/%s is gone: dropped from the store", kind.kind, ns, obj)
+                self.observe(kind.kind, f"{ns}/{obj}", None)
+
+    async def _create_or_adopt(
+        self, inst: dict[str, Any], manifest: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Create the Migration; if its name exists, it is our own earlier attempt whose
+        answer was lost (the name holds the instance's uid and a sequence the controller
+        alone hands out): adopt it, unless it is not ours or already over."""
+        ns, name = inst["metadata"]["namespace"], manifest["metadata"]["name"]
+        for attempt in range(CREATE_ATTEMPTS):
+            try:
+                created = await self.objs.create(objects.MIGRATION, ns, manifest)
+                if faults.fail_once("controller", "create-response-lost"):
+                    raise ConnectionResetError("fault injection: the create's answer was lost")
+                return created
+            except objects.ConflictError:
+                existing = await self.objs.get(objects.MIGRATION, ns, name)
+                if existing is None or not _ours_in_flight(existing, inst):
+                    raise  # an older one the store has not heard of yet: it will, look again
+                if existing["spec"] == manifest["spec"]:
+                    log.info("%s/%s: adopting migration %s (an earlier create)", ns, name, name)
+                    return existing
+                # Our earlier attempt, decided differently (another node): it holds the
+                # claim now; the next reconcile carries it on (moving.decide).
+                self.store.put("Migration", existing)
+                raise
+            except (OSError, aiohttp.ClientError, TimeoutError) as exc:
+                if attempt == CREATE_ATTEMPTS - 1:
+                    raise
+                log.warning("%s/%s: create of migration %s: %r; again", ns, name, name, exc)
+        raise AssertionError("unreachable")
 
     async def _advance(self, namespace: str, change: plan_mod.PhaseChange) -> None:
         current = self.store.get("Migration", f"{namespace}/{change.name}")
@@ -355,6 +430,15 @@ class Runtime:
                 )
 
 
+def _ours_in_flight(mig: dict[str, Any], inst: dict[str, Any]) -> bool:
+    owners = {r.get("uid") for r in mig["metadata"].get("ownerReferences", [])}
+    phase = mig.get("status", {}).get("phase")
+    return inst["metadata"]["uid"] in owners and phase in (
+        None,
+        migration.MigrationPhase.PRE_MIGRATING.value,
+    )
+
+
 def _waited_for(inst: instance.Instance, mig: migration.Migration | None) -> set[str]:
     """The nodes whose up/down a decision about `inst` depends on: those a deletion waits
     for, and those a confirm or a revert waits for."""
@@ -373,6 +457,21 @@ def _waited_for(inst: instance.Instance, mig: migration.Migration | None) -> set
     ):
         nodes |= {mig.spec.source_node, mig.spec.dest_node}
     return nodes - {""}
+
+
+def _schedulable(hv: dict[str, Any] | None) -> tuple[Any, ...]:
+    """What of a Hypervisor a waiting instance's retry depends on; not its heartbeat."""
+    if hv is None:
+        return ()
+    spec, status = hv.get("spec", {}), hv.get("status", {})
+    report = status.get("agent") or {}
+    return (
+        report.get("capacity"),
+        spec.get("allocationRatios"),
+        spec.get("disabled"),
+        hv["metadata"].get("labels"),
+        status.get("state"),
+    )
 
 
 def _waiting(inst: dict[str, Any]) -> bool:

@@ -52,7 +52,7 @@ class Store:
         key = objects.key(body)
         if not objects.newer(bucket.get(key), body):
             return False
-        bucket[key] = _without_managed_fields(body)
+        bucket[key] = without_managed_fields(body)
         if kind == "Migration":
             self.migrations_of.setdefault(self.instance_key_of(body), set()).add(key)
             self._replace_placement(self.instance_key_of(body))
@@ -98,6 +98,15 @@ class Store:
             return min(active, key=lambda m: m["metadata"].get("creationTimestamp", ""))
         ref = inst.get("status", {}).get("migrationRef")
         return next((m for m in mine if m["metadata"]["name"] == ref), None)
+
+    def last_migration(self, inst: dict[str, Any]) -> int:
+        """The highest sequence among the instance's Migrations held here (0: none)."""
+        uid = inst["metadata"].get("uid", "")
+        found = (
+            migration.sequence_of(k.split("/", 1)[1], uid)
+            for k in self.migrations_of.get(objects.key(inst), ())
+        )
+        return max((n for n in found if n is not None), default=0)
 
     def last_heartbeat(self, name: str) -> datetime.datetime | None:
         report = self.objects["Hypervisor"].get(name, {}).get("status", {}).get("agent")
@@ -187,7 +196,7 @@ class Store:
         self.changed |= nodes
 
 
-def _without_managed_fields(body: dict[str, Any]) -> dict[str, Any]:
+def without_managed_fields(body: dict[str, Any]) -> dict[str, Any]:
     """managedFields grow with every writer and are never read here: they were more than
     half of what the controller holds per Instance (8.4 of 14.3 KB once built)."""
     meta = body.get("metadata", {})

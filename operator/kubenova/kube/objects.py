@@ -48,6 +48,10 @@ class NotFoundError(Exception):
     pass
 
 
+class NotLeaderError(Exception):
+    """A write refused before it was sent: this process no longer leads (kube/lease.py)."""
+
+
 def _translate(exc: ApiException) -> Exception:
     if exc.status == 409 or (exc.status == 422 and "test operation" in str(exc.body)):
         return ConflictError(str(exc.body))
@@ -87,6 +91,13 @@ class Objects:
         # Any: the generated stubs take positional group/version/plural in an order mypy
         # cannot follow through *args, and omit the `_content_type` override we need.
         self.custom: Any = client.CustomObjectsApi(api)
+        # Asked before every write; the controller's leader sets it to its elector's
+        # is_leader, so a leader paused past its lease sends nothing on resume.
+        self.may_write: Callable[[], bool] = lambda: True
+
+    def _check_may_write(self) -> None:
+        if not self.may_write():
+            raise NotLeaderError("not the leader any more: write not sent")
 
     def _args(self, kind: Kind, namespace: str | None) -> tuple[Any, ...]:
         if kind.namespaced:
@@ -112,6 +123,7 @@ class Objects:
     async def create(
         self, kind: Kind, namespace: str | None, body: dict[str, Any]
     ) -> dict[str, Any]:
+        self._check_may_write()
         try:
             if kind.namespaced:
                 result = await self.custom.create_namespaced_custom_object(
@@ -136,6 +148,7 @@ class Objects:
         status: bool = False,
     ) -> dict[str, Any]:
         """Merge patch (dict) or JSON patch (list) of the object or its /status."""
+        self._check_may_write()
         content_type = JSON_PATCH if isinstance(body, list) else MERGE
         if kind.namespaced:
             fn = (

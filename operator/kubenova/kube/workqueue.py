@@ -1,7 +1,8 @@
 """A keyed work queue (client-go's workqueue): deduplicated, delayed, one worker per key.
 
 A key added while it is being processed is processed again afterwards, so no change is
-lost and no key is ever reconciled by two workers at once.
+lost and no key is ever reconciled by two workers at once; after a failure it waits out its
+backoff first (client-go's rate-limited requeue), whatever was added meanwhile.
 """
 
 from __future__ import annotations
@@ -59,22 +60,27 @@ class WorkQueue:
             key = await self._queue.get()
             self._queued.discard(key)
             self._active.add(key)
+            failed = False
             try:
                 delay = await self.handler(key)
                 self._failures.pop(key, None)
             except asyncio.CancelledError:
                 raise
             except Exception:
+                failed = True
                 count = self._failures.get(key, 0)
                 self._failures[key] = count + 1
                 delay = FAILURE_BACKOFF[min(count, len(FAILURE_BACKOFF) - 1)]
                 log.exception("%s: %s failed (retry in %ss)", self.name, key, delay)
             finally:
                 self._active.discard(key)
-            if key in self._again:
-                self._again.discard(key)
+            again = key in self._again
+            self._again.discard(key)
+            if again and not failed:
                 self.add(key)
             elif delay is not None:
+                # A failed key waits out its backoff even if it changed meanwhile: a change
+                # event per retry would otherwise turn a failing reconcile into a busy loop.
                 self.add_after(key, delay)
 
     @property

@@ -39,7 +39,7 @@ class Draft:
         if (self.inst.status.task_state or TaskState.NONE) is not task:
             self.status["taskState"] = task.value
 
-    def field(self, key: str, value: common.Model | str | None) -> None:
+    def field(self, key: str, value: common.Model | str | int | None) -> None:
         """Set one status field (wire name) if it differs; None clears it."""
         current = getattr(self.inst.status, _snake(key))
         if current == value:

@@ -78,10 +78,16 @@ def _holds(guard: stages.Guard, mig: migration.Migration, obs: Observed) -> bool
 
 
 def _for_this_instance(mig: migration.Migration, obs: Observed) -> bool:
-    """A work order names its instance by uid too: an Instance deleted and created again
-    under the same name must not inherit the old one's migrations."""
+    """A work order names its instance by uid too (its owner reference and instanceUuid):
+    an Instance deleted and created again under the same name must not inherit the old
+    one's migrations."""
     inst = obs.instance
-    return inst is None or mig.spec.instance_uuid == (inst.status.uuid or inst.metadata.uid)
+    if inst is None:
+        return True
+    owners = {r.uid for r in mig.metadata.owner_references if r.kind == "Instance"}
+    if owners and inst.metadata.uid not in owners:
+        return False
+    return mig.spec.instance_uuid == (inst.status.uuid or inst.metadata.uid)
 
 
 # Duties that need only the migration: the node may no longer select the Instance (it moved

@@ -267,8 +267,9 @@ def _start_move(
             return d.plan()
         return _no_valid_host(obs, d, C.RESIZE_FAILED, placement.message)
     kind = migration.MigrationType.MIGRATION if is_migrate else migration.MigrationType.RESIZE
+    sequence = max(st.migration_count or 0, obs.last_migration) + 1
     order = plan.MigrationOrder(
-        name=f"{inst.metadata.name}-",
+        name=migration.name_for(inst.metadata.name, inst.metadata.uid, sequence),
         spec=migration.MigrationSpec(
             instance_name=inst.metadata.name,
             instance_uuid=st.uuid or inst.metadata.uid,
@@ -290,6 +291,7 @@ def _start_move(
     d.label(names.LABEL_DEST_NODE, placement.node)
     d.phase(Phase.RESIZE, TaskState.RESIZE_PREP)
     d.field("previousFlavor", st.flavor)
+    d.field("migrationCount", sequence)
     failed = C.MIGRATE_FAILED if is_migrate else C.RESIZE_FAILED
     if conditions.find(st.conditions, failed.value):
         d.condition(failed, S.FALSE, "Scheduled", placement.message)

@@ -35,6 +35,8 @@ class Observed:
     # when each was last heard from (its agent's last heartbeat).
     hosts_up: frozenset[str] = frozenset()
     last_seen: Mapping[str, datetime.datetime] = dataclasses.field(default_factory=dict)
+    # The highest sequence among this instance's Migrations known (migration.sequence_of).
+    last_migration: int = 0
 
 
 def amount(snapshot: common.FlavorSnapshot) -> amounts.Amount:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from kubenova.api import migration
@@ -50,3 +52,23 @@ def test_cel_rule_lists_exactly_the_table() -> None:
         if old is not None:
             assert f"oldSelf.phase == '{old.value}'" in rule
             assert f"'{new.value}'" in rule
+
+
+@pytest.mark.parametrize(
+    ("instance", "uid", "sequence"),
+    [
+        ("demo", "7d8a1c5e-0000-4000-8000-000000000001", 1),
+        ("a" * 253, "7d8a1c5e-0000-4000-8000-000000000001", 12),
+        ("x." + "b" * 240 + ".c-d", "0123abcd-0000-4000-8000-000000000001", 300),
+    ],
+    ids=["short", "longest-name", "truncated-at-a-dot"],
+)
+def test_migration_names_are_valid_and_give_back_their_sequence(
+    instance: str, uid: str, sequence: int
+) -> None:
+    name = migration.name_for(instance, uid, sequence)
+    assert len(name) <= 253
+    assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*", name)
+    assert migration.sequence_of(name, uid) == sequence
+    assert migration.sequence_of(name, "ffffffff" + uid[8:]) is None
+    assert migration.sequence_of(f"{instance}-x7k2p", uid) is None  # a generateName

@@ -6,7 +6,7 @@ import datetime
 
 import pytest
 
-from kubenova.api import instance, migration
+from kubenova.api import common, instance, migration
 from kubenova.lifecycle import duties, stages
 from tests import models as m
 
@@ -102,6 +102,17 @@ def test_a_work_order_for_another_instance_of_the_same_name_is_ignored() -> None
     other = mig.model_copy(
         update={"spec": mig.spec.model_copy(update={"instance_uuid": "0" * 8 + m.UID[8:]})}
     )
+    assert due(observed("node-a", m.inst(status=m.active()), other)) == []
+
+
+def test_a_work_order_owned_by_another_instance_uid_is_ignored() -> None:
+    """Same name, same instanceUuid field (a status.uuid carried over), another owner."""
+    mig = m.mig("pre-migrating")
+    owner = common.OwnerReference(kind="Instance", name=mig.spec.instance_name, uid="gone")
+    other = mig.model_copy(
+        update={"metadata": mig.metadata.model_copy(update={"owner_references": [owner]})}
+    )
+    assert due(observed("node-a", m.inst(status=m.active()), mig)) != []
     assert due(observed("node-a", m.inst(status=m.active()), other)) == []
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 
 import pytest
 
-from kubenova.api import names
+from kubenova.api import migration, names
 from kubenova.lifecycle import instance as lc
 from kubenova.lifecycle import plan, transitions
 from kubenova.scheduling import scheduler
@@ -139,6 +140,27 @@ def test_resize_creates_the_work_order() -> None:
     assert p.status is not None
     assert (p.status["phase"], p.status["taskState"]) == ("RESIZE", "resize_prep")
     assert p.status["previousFlavor"]["name"] == "m1.tiny"
+
+
+@pytest.mark.parametrize(
+    ("count", "known", "sequence"),
+    [(None, 0, 1), (3, 0, 4), (3, 5, 6), (7, 2, 8)],
+    ids=["first", "from-status", "store-ahead-of-a-lost-status-write", "history-deleted"],
+)
+def test_the_work_order_name_is_the_next_sequence(
+    count: int | None, known: int, sequence: int
+) -> None:
+    inst = steady(flavor="m1.small")
+    inst = inst.model_copy(
+        update={"status": inst.status.model_copy(update={"migration_count": count})}
+    )
+    base = obs(inst)
+    p = lc.decide(dataclasses.replace(base, last_migration=known), PLACED_B)
+    assert p.create_migration is not None
+    name = p.create_migration.name
+    assert migration.sequence_of(name, inst.metadata.uid) == sequence
+    assert p.status is not None
+    assert p.status["migrationCount"] == sequence
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import yaml
 
-from kubenova import faults
+from kubenova import clock, faults
 from kubenova import settings as settings_mod
 from kubenova.api import crd
 from kubenova.observability import logs
@@ -159,6 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = settings_mod.controller_from_env(**options)
         logs.setup(level=cfg.log_level, log_format=cfg.log_format)
         faults.arm(cfg.fault)
+        clock.set_skew(cfg.clock_skew_seconds)
         asyncio.run(controller_main.run(cfg))
         return 0
     from kubenova.agent import main as agent_main  # noqa: PLC0415
@@ -166,6 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     acfg = settings_mod.agent_from_env(**options)
     logs.setup(level=acfg.log_level, log_format=acfg.log_format, node=acfg.node)
     faults.arm(acfg.fault)
+    clock.set_skew(acfg.clock_skew_seconds)
     asyncio.run(agent_main.run(acfg))
     return 0
 

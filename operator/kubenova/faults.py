@@ -5,6 +5,8 @@ tests kill at every boundary of a resize, a confirm and a revert, restart the pr
 and check that it converges. `<component>:fail-once:<point>` instead makes the step at
 that point fail the first time it runs in this process (a failed block job, a rebase
 that runs out of space): the failure paths run for real, and the retry succeeds.
+`<component>:delay:<point>:<seconds>` makes the step at that point slow (a webhook that
+answers after the API server gave up).
 """
 
 from __future__ import annotations
@@ -40,3 +42,11 @@ def fail_once(component: str, name: str) -> bool:
     _failed.add(spec)
     log.warning("fault injection: failing %s:%s once", component, name)
     return True
+
+
+def delay(component: str, name: str) -> float:
+    """Seconds the armed `delay` point `name` must wait (0 when not armed)."""
+    prefix = f"{component}:delay:{name}:"
+    if not _armed.startswith(prefix):
+        return 0.0
+    return float(_armed.removeprefix(prefix))

@@ -46,6 +46,8 @@ class Common:
     # "<component>:<point>" names a step boundary where the process SIGKILLs itself
     # (crash-recovery tests); empty in production.
     fault: str = ""
+    # Tests only: this process's wall clock runs this far off the system's (kubenova.clock).
+    clock_skew_seconds: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -126,6 +128,7 @@ def common_from_env(env: Mapping[str, str] | None = None) -> dict[str, object]:
         "log_format": env.get("KUBENOVA_LOG_FORMAT", "text"),
         "metrics_port": int(env.get("KUBENOVA_METRICS_PORT", 0)),
         "fault": env.get("KUBENOVA_FAULT", ""),
+        "clock_skew_seconds": _float(env, "KUBENOVA_CLOCK_SKEW_SECONDS", 0.0),
     }
 
 

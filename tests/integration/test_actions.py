@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
+from tests import builders
 from tests.env import Env
 
 pytestmark = pytest.mark.controlplane
@@ -131,6 +132,27 @@ def test_webhook_refuses_flavors(env: Env, flavor: str, message: str) -> None:
         )
         assert not created.ok
         assert message in created.stderr
+
+
+def test_a_flavor_and_an_instance_applied_together_are_admitted(env: Env) -> None:
+    """`kubectl apply -f flavor.yaml -f instance.yaml`: the Flavor may not have reached the
+    webhook's store when the Instance is checked (here its watch lags 30 s); the webhook
+    then looks it up."""
+    env.start_controller(fault="controller:delay:flavors-watch:30")
+    env.start_agent("node-a")
+    env.create("vm")
+    env.wait_phase("vm", "ACTIVE")  # the webhook answers
+    for n in range(3):
+        both = {
+            "apiVersion": "v1",
+            "kind": "List",
+            "items": [
+                builders.flavor(f"fresh-{n}", vcpus=1, memoryMiB=512, diskGiB=1),
+                builders.instance(f"fresh-{n}", flavor=f"fresh-{n}"),
+            ],
+        }
+        result = env.kubectl.apply(both)
+        assert result.ok, result.stderr
 
 
 def test_controller_rechecks_when_the_webhook_is_bypassed(env: Env) -> None:

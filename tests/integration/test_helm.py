@@ -19,8 +19,8 @@ from hack import controlplane
 
 from kubenova import settings
 from kubenova.controller import app
+from tests import builders, helm, kube
 from tests import env as kubenova_env
-from tests import helm, kube
 
 # One control plane per module: keep its tests on one worker.
 pytestmark = pytest.mark.xdist_group(__name__)
@@ -218,7 +218,7 @@ def test_webhook_ca_matches_the_secret_and_survives_upgrade(
     before = helm.secret_data(installed, "kubenova-webhook-tls")
     hook = installed.get_json("validatingwebhookconfiguration", "kubenova-webhook")
     (webhook,) = hook["webhooks"]
-    assert webhook["failurePolicy"] == "Ignore"
+    assert webhook["failurePolicy"] == "Fail"
     assert webhook["clientConfig"]["service"]["path"] == "/validate-instance"
     assert webhook["clientConfig"]["caBundle"] == kube_b64(before["ca.crt"])
 
@@ -438,3 +438,13 @@ def test_webhook_is_called_only_when_the_flavor_is_set_or_changed(
         )
         assert not changed.ok
         assert 'failed calling webhook "validate-instance.compute.kubenova.io"' in changed.stderr
+        # A return to the flavor that ran before is not sent: a revert needs no controller.
+        snap = builders.snapshot("m1.small", 1, 2048, 20)
+        previous = json.dumps({"status": {"previousFlavor": snap}})
+        assert kubectl.run(
+            "patch", "instance", "demo", "--subresource=status", "--type=merge", "-p", previous
+        ).ok
+        back = kubectl.run(
+            "patch", "instance", "demo", "--type=merge", "-p", '{"spec":{"flavor":"m1.small"}}'
+        )
+        assert back.ok, back.stderr

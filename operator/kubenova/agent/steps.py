@@ -14,7 +14,7 @@ import datetime
 import logging
 from typing import TYPE_CHECKING, Any
 
-from kubenova import faults
+from kubenova import clock, faults
 from kubenova.agent import transfer
 from kubenova.api import instance, migration
 from kubenova.drivers import base
@@ -267,8 +267,8 @@ async def _advance(
 
 
 def now() -> datetime.datetime:
-    """The agent's one clock (the node module uses it for heartbeats)."""
-    return datetime.datetime.now(datetime.UTC)
+    """The agent's one wall clock (kubenova.clock; the node module uses it too)."""
+    return clock.now()
 
 
 def _now() -> str:

@@ -19,7 +19,7 @@ from typing import Any
 import kopf
 from kubernetes_asyncio import client
 
-from kubenova import pki
+from kubenova import faults, pki
 from kubenova import settings as settings_mod
 from kubenova.api import flavor, instance, names
 from kubenova.controller import runtime
@@ -36,13 +36,24 @@ WEBHOOK_ID = "validate-instance"
 # The webhook checks the flavor only: updates that leave spec.flavor alone (labels,
 # annotations, the controller's own writes: most updates) are not sent, a round trip saved
 # on each. The Helm chart's configuration carries the same rule (a test compares them).
+# A return to status.previousFlavor (a declarative revert, or the controller rolling a
+# failed resize back) is not sent either: with failurePolicy Fail and every replica gone, a
+# user can still go back to what ran before.
 MATCH_CONDITIONS = [
     {
         "name": "flavor-set-or-changed",
         "expression": (
             "request.operation == 'CREATE' || object.spec.flavor != oldObject.spec.flavor"
         ),
-    }
+    },
+    {
+        "name": "not-back-to-the-previous-flavor",
+        "expression": (
+            "request.operation == 'CREATE' || !has(object.status) || "
+            "!has(object.status.previousFlavor) || "
+            "object.spec.flavor != object.status.previousFlavor.name"
+        ),
+    },
 ]
 RULES = [
     {
@@ -97,9 +108,9 @@ def webhook_configuration(url: str, ca_bundle: bytes) -> dict[str, Any]:
                 "name": f"{WEBHOOK_ID}.{names.GROUP}",
                 "rules": RULES,
                 "matchConditions": MATCH_CONDITIONS,
-                # ignore failures: with the controller down, users can still confirm, revert and
-                # edit; the controller re-checks every flavor change (FlavorValid=False).
-                "failurePolicy": "Ignore",
+                # Fail: a bad flavor is refused even when the controller is slow (every replica
+                # serves the webhook); confirm, revert and label edits are never sent.
+                "failurePolicy": "Fail",
                 "matchPolicy": "Equivalent",
                 "sideEffects": "None",
                 "timeoutSeconds": 10,
@@ -226,6 +237,8 @@ async def on_validate_instance(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) 
     old = kwargs.get("old")
     previous = instance.Instance.model_validate(dict(old)) if old else None
     rt = _rt(memo)
+    if delay := faults.delay("controller", "webhook"):
+        await asyncio.sleep(delay)  # a slow webhook (chaos tests)
     # A Flavor created in the same `kubectl apply` may not have reached the store yet.
     chosen = rt.store.get("Flavor", new_spec.flavor) or await rt.objs.get(
         objects.FLAVOR, None, new_spec.flavor

@@ -84,7 +84,7 @@ def _login_with(api: Any) -> None:
 
 
 async def run(cfg: settings_mod.Controller) -> None:
-    api = await client.connect(cfg.kubeconfig)
+    api = await client.connect(cfg.kubeconfig, user_agent=f"kubenova-controller/{cfg.identity}")
     rt = runtime.Runtime(api, cfg)
     elector = _elector(api, cfg)
     if elector is not None:

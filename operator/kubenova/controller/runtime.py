@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 from kubernetes_asyncio import client
 
-from kubenova import faults
+from kubenova import clock, faults
 from kubenova import settings as settings_mod
 from kubenova.api import flavor, instance, migration, names
 from kubenova.controller import store as store_mod
@@ -42,7 +42,7 @@ CREATE_ATTEMPTS = 3
 
 
 def now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
+    return clock.now()
 
 
 class Runtime:
@@ -72,12 +72,11 @@ class Runtime:
         the webhook and is ready to lead), and every relist replaces what it lists, so an
         object deleted during a watch gap leaves the store (and frees its claims)."""
         for kind in (objects.FLAVOR, objects.HYPERVISOR, objects.MIGRATION, objects.INSTANCE):
+            on_change: informer.OnChange = functools.partial(self.observe, kind.kind)
+            if lag := faults.delay("controller", f"{kind.plural}-watch"):
+                on_change = _lagging(lag, on_change)  # a watch that lags (tests)
             inf = informer.Informer(
-                self.objs,
-                kind,
-                "",
-                functools.partial(self.observe, kind.kind),
-                transform=store_mod.without_managed_fields,
+                self.objs, kind, "", on_change, transform=store_mod.without_managed_fields
             )
             self.informers.append(inf)
             self.watchers.append(asyncio.create_task(inf.run(), name=f"{kind.kind} informer"))
@@ -457,6 +456,13 @@ def _waited_for(inst: instance.Instance, mig: migration.Migration | None) -> set
     ):
         nodes |= {mig.spec.source_node, mig.spec.dest_node}
     return nodes - {""}
+
+
+def _lagging(seconds: float, on_change: informer.OnChange) -> informer.OnChange:
+    def later(key: str, body: dict[str, Any] | None) -> None:
+        asyncio.get_running_loop().call_later(seconds, on_change, key, body)
+
+    return later
 
 
 def _schedulable(hv: dict[str, Any] | None) -> tuple[Any, ...]:

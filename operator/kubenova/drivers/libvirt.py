@@ -32,7 +32,7 @@ from xml.etree import ElementTree
 
 import libvirt
 
-from kubenova import faults
+from kubenova import clock, faults
 from kubenova.drivers import base, domain, layout, qcow2
 from kubenova.scheduling.amounts import Amount
 
@@ -45,7 +45,7 @@ TARGET = domain.TARGET
 
 
 def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
+    return clock.now()
 
 
 class LibvirtDriver:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import logging
 import uuid
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from kubenova import clock
 from kubenova.api import names
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ class Recorder:
         self, obj: dict[str, Any], type_: str, reason: str, message: str
     ) -> tuple[str, dict[str, Any]]:
         meta = obj["metadata"]
-        now = datetime.datetime.now(datetime.UTC)
+        now = clock.now()
         namespace = meta.get("namespace") or "default"
         body = {
             "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:16]}", "namespace": namespace},

@@ -39,6 +39,8 @@ from typing import Any, Protocol, TypeVar
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from kubenova import clock
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -87,7 +89,7 @@ class Record:
 
 
 def _utc_now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
+    return clock.now()
 
 
 def _micro(t: datetime.datetime | None) -> str | None:

@@ -107,7 +107,17 @@ def _parser() -> argparse.ArgumentParser:
         dest="fake_fail",
         help="fake driver: comma-separated steps that fail, e.g. finish_migration",
     )
-    agent.add_argument("--heartbeat-interval-seconds", type=float)
+    agent.add_argument(
+        "--heartbeat-interval-seconds", type=float, help="renew the node's Lease this often (10)"
+    )
+    agent.add_argument(
+        "--status-report-seconds",
+        type=float,
+        help="write the Hypervisor's status.agent at least this often, and on change (300)",
+    )
+    agent.add_argument(
+        "--heartbeat-namespace", help="namespace of the node Leases ($POD_NAMESPACE)"
+    )
     agent.add_argument(
         "--resync-seconds", type=float, help="reconcile every instance this often (default 30)"
     )

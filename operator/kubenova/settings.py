@@ -88,7 +88,12 @@ class Agent(Common):
     cpu_allocation_ratio: float = 4.0
     memory_allocation_ratio: float = 1.0
     disk_allocation_ratio: float = 1.0
-    heartbeat_interval_seconds: float = 10.0
+    heartbeat_interval_seconds: float = 10.0  # the node's Lease (the kubelet's default)
+    # The Hypervisor's status.agent is written when it changes and at least this often
+    # (the kubelet's nodeStatusReportFrequency): heartbeats go to the Lease.
+    status_report_seconds: float = 300.0
+    # Where the node Leases live: the release namespace (the controller watches them there).
+    heartbeat_namespace: str = "default"
     shutdown_timeout_seconds: float = 60.0  # Nova's shutdown_timeout
     # Power drift is seen within this long: every selected instance is reconciled again.
     resync_seconds: float = 30.0
@@ -165,6 +170,8 @@ def agent_from_env(env: Mapping[str, str] | None = None, **overrides: object) ->
         "node": env.get("NODE_NAME", ""),
         "driver": env.get("KUBENOVA_DRIVER", "fake"),
         "heartbeat_interval_seconds": _float(env, "KUBENOVA_HEARTBEAT_INTERVAL_SECONDS", 10.0),
+        "status_report_seconds": _float(env, "KUBENOVA_STATUS_REPORT_SECONDS", 300.0),
+        "heartbeat_namespace": env.get("POD_NAMESPACE", "default"),
         "shutdown_timeout_seconds": _float(env, "KUBENOVA_SHUTDOWN_TIMEOUT_SECONDS", 60.0),
         "resync_seconds": _float(env, "KUBENOVA_RESYNC_SECONDS", 30.0),
         "orphan_sweep_seconds": _float(env, "KUBENOVA_ORPHAN_SWEEP_SECONDS", 60.0),

@@ -40,6 +40,8 @@ OBJECTS = [
     ("clusterrolebinding", "", "kubenova-agent"),
     ("role", NS, "kubenova-controller"),
     ("rolebinding", NS, "kubenova-controller"),
+    ("role", NS, "kubenova-agent"),
+    ("rolebinding", NS, "kubenova-agent"),
     ("secret", NS, "kubenova-transfer-key"),
     ("deployment", NS, "kubenova-controller"),
     ("daemonset", NS, "kubenova-agent"),

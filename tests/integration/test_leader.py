@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from hack import controlplane
 
 from tests.env import Env, Process
 
@@ -20,11 +21,16 @@ def holder(env: Env) -> str | None:
 
 
 def second_controller(env: Env) -> Process:
-    # The standby serves no webhook here: two local webhook servers would each re-point
-    # the one webhook configuration at themselves (in a cluster a Service fronts both).
+    # Each local controller points the one webhook configuration at itself (in a cluster a
+    # Service fronts every replica): the standby starts last, so its webhook is the one
+    # called, and flavor changes are still checked (failurePolicy Fail) once the leader dies.
+    hook = [
+        f"--webhook-port={controlplane.free_port()}",
+        f"--webhook-cert-dir={env.dir / 'webhook-standby'}",
+    ]
     proc = env._process(
         "controller-standby",
-        ["controller", "--retry-base-seconds=0.5", "--identity=standby", *LEASE],
+        ["controller", "--retry-base-seconds=0.5", "--identity=standby", *LEASE, *hook],
     )
     return proc.start()
 

@@ -58,7 +58,12 @@ TABLE = [
     (AGENT, "get", "secrets", "kube-system", False),
     (AGENT, "list", "secrets", "*", False),
     (AGENT, "create", "secrets", "default", False),
-    (AGENT, "update", "leases", NS, False),
+    # Its heartbeat is a Lease in the release namespace, nowhere else.
+    (AGENT, "update", "leases/kubenova-node-node-a", NS, True),
+    (AGENT, "create", "leases", NS, True),
+    (AGENT, "update", "leases", "kube-system", False),
+    (AGENT, "create", "leases", "default", False),
+    (AGENT, "delete", "leases", NS, False),
     # The controller decides: Instances, Migrations, usage, its Lease. No Secrets.
     (CONTROLLER, "patch", "instances", "default", True),
     (CONTROLLER, "patch", "instances/status", "default", True),
@@ -79,6 +84,8 @@ TABLE = [
     (CONTROLLER, "update", "leases/kubenova-controller", NS, True),
     (CONTROLLER, "update", "leases/kube-controller-manager", "kube-system", False),
     (CONTROLLER, "update", "leases/someone-else", NS, False),
+    (CONTROLLER, "watch", "leases", NS, True),  # the nodes' heartbeats
+    (CONTROLLER, "update", "leases/kubenova-node-node-a", NS, False),
     (CONTROLLER, "create", "validatingwebhookconfigurations", "", False),
     (CONTROLLER, "list", "customresourcedefinitions", "", True),
     # Neither touches the API itself or grants itself more.
@@ -189,7 +196,7 @@ def test_resize_and_migrate_run_with_only_the_chart_permissions(tmp_path: pathli
             webhook=False, environ={"KUBECONFIG": str(as_controller), "POD_NAMESPACE": NS}
         )
         for node in ("node-a", "node-b"):
-            env.start_agent(node, environ={"KUBECONFIG": str(as_agent)})
+            env.start_agent(node, environ={"KUBECONFIG": str(as_agent), "POD_NAMESPACE": NS})
         env.create("demo")
         env.wait_phase("demo", "ACTIVE")
         assert env.resize("demo", "m1.small").ok

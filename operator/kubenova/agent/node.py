@@ -24,7 +24,7 @@ from kubenova import settings as settings_mod
 from kubenova.agent import steps, transfer
 from kubenova.api import migration, names
 from kubenova.drivers import base
-from kubenova.kube import informer, objects, workqueue
+from kubenova.kube import heartbeat, informer, objects, workqueue
 from kubenova.lifecycle import duties
 from kubenova.observability import probes
 
@@ -57,6 +57,14 @@ class Node:
             for label in (names.LABEL_SOURCE_NODE, names.LABEL_DEST_NODE)
         ]
         self._deferrals: dict[str, int] = {}  # migration uid -> steps deferred in a row
+        self.lease = heartbeat.NodeLease(
+            api,
+            namespace=cfg.heartbeat_namespace,
+            node=self.name,
+            every=cfg.heartbeat_interval_seconds,
+        )
+        self._reported: dict[str, Any] | None = None  # the status.agent last written
+        self._reported_at = 0.0
 
     def backoff(self, migration_uid: str) -> float:
         """Seconds until a deferred step is tried again: 1, 2, 4 ... capped at 30."""
@@ -207,28 +215,26 @@ class Node:
         await self.heartbeat()
 
     async def heartbeat(self) -> None:
+        """Renew the node's Lease; report status.agent when it changed or is due."""
+        await self.lease.renew()
         cap = await self.driver.capacity()
+        report = {
+            "driver": self.driver.name,
+            "capacity": {"vcpus": cap.vcpus, "memoryMiB": cap.memory_mib, "diskGiB": cap.disk_gib},
+            "version": VERSION,
+            "transferEndpoint": self.transfer_endpoint,
+        }
+        due = time.monotonic() - self._reported_at >= self.cfg.status_report_seconds
+        if report == self._reported and not due:
+            return
         await self.objs.patch(
             objects.HYPERVISOR,
             None,
             self.name,
-            {
-                "status": {
-                    "agent": {
-                        "driver": self.driver.name,
-                        "capacity": {
-                            "vcpus": cap.vcpus,
-                            "memoryMiB": cap.memory_mib,
-                            "diskGiB": cap.disk_gib,
-                        },
-                        "heartbeatTime": steps.now().isoformat(),
-                        "version": VERSION,
-                        "transferEndpoint": self.transfer_endpoint,
-                    }
-                }
-            },
+            {"status": {"agent": {**report, "heartbeatTime": steps.now().isoformat()}}},
             status=True,
         )
+        self._reported, self._reported_at = report, time.monotonic()
 
     async def _heartbeats(self) -> None:
         while True:

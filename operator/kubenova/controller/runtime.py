@@ -23,7 +23,7 @@ from kubenova import settings as settings_mod
 from kubenova.api import flavor, instance, migration, names
 from kubenova.controller import store as store_mod
 from kubenova.controller import telemetry
-from kubenova.kube import events, informer, objects, workqueue
+from kubenova.kube import events, heartbeat, informer, objects, workqueue
 from kubenova.lifecycle import instance as lifecycle
 from kubenova.lifecycle import plan as plan_mod
 from kubenova.observability import logs, metrics, probes
@@ -80,6 +80,16 @@ class Runtime:
             )
             self.informers.append(inf)
             self.watchers.append(asyncio.create_task(inf.run(), name=f"{kind.kind} informer"))
+        # The nodes' heartbeats: only when a Lease changes is a node heard from.
+        leases = informer.Informer(
+            None,
+            objects.LEASE,
+            names.LABEL_NODE,
+            self.observe_lease,
+            source=informer.Leases(self.api, self.cfg.lease_namespace, names.LABEL_NODE),
+        )
+        self.informers.append(leases)
+        self.watchers.append(asyncio.create_task(leases.run(), name="Lease informer"))
 
     async def synced(self) -> None:
         """Every kind listed once. Decisions wait for it: deciding for an Instance before
@@ -131,6 +141,16 @@ class Runtime:
             # heartbeat): instances waiting for a host or a flavor retry now.
             self.wake_waiting()
 
+    def observe_lease(self, key: str, body: dict[str, Any] | None) -> None:
+        """A node Lease was renewed (a deleted one says nothing: the node goes quiet)."""
+        node = heartbeat.node_of(body) if body is not None else None
+        if node is None:
+            return
+        was_up = self.store.is_up(node, self.cfg.service_down_time_seconds)
+        self.store.heard_from(node)
+        if not was_up:
+            self.usage_changed.set()  # the hypervisor loop writes state=up and wakes waiters
+
     def wake_waiting(self) -> None:
         for k in self.waiting:
             self.queue.add(k)
@@ -146,9 +166,7 @@ class Runtime:
         # Up or down is asked only for the nodes a decision waits for: building every Host
         # for each reconcile would cost O(hypervisors) on the hot path for nothing.
         nodes = _waited_for(inst, mig)
-        up = frozenset(
-            n for n in nodes if self.store.is_up(n, t, self.cfg.service_down_time_seconds)
-        )
+        up = frozenset(n for n in nodes if self.store.is_up(n, self.cfg.service_down_time_seconds))
         seen = {n: s for n in nodes if (s := self.store.last_heartbeat(n)) is not None}
         return lifecycle.Observed(
             instance=inst,
@@ -190,9 +208,7 @@ class Runtime:
                 started = time.perf_counter()
                 decision = metrics.scheduled(
                     started,
-                    self.store.select(
-                        plan.need_placement, obs.now, self.cfg.service_down_time_seconds
-                    ),
+                    self.store.select(plan.need_placement, self.cfg.service_down_time_seconds),
                 )
                 plan = lifecycle.decide(obs, decision)
             await self.apply(body, obs, plan, claimed=claimed)
@@ -397,21 +413,20 @@ class Runtime:
                 log.exception("hypervisor sync failed")
 
     async def sync_hypervisors(self, only: set[str] | None = None) -> None:
-        """Write state and usage where they differ from the store; `only` these nodes."""
-        t = now()
+        """Write state and usage where they differ from the store; `only` these nodes.
+        A node that came up or went down, or whose claims shrank, wakes the instances
+        waiting for a host (a heartbeat alone does not)."""
         hypervisors = self.store.objects["Hypervisor"]
+        wake = False
         for name in list(hypervisors) if only is None else sorted(only):
             hv = hypervisors.get(name)
             if hv is None:
                 continue
             report = hv.get("status", {}).get("agent")
             used = self.store.used.get(name)
+            up = report and self.store.is_up(name, self.cfg.service_down_time_seconds)
             wanted = {
-                "state": (
-                    "up"
-                    if report and store_mod.is_up(report, t, self.cfg.service_down_time_seconds)
-                    else "down"
-                ),
+                "state": "up" if up else "down",
                 "usage": {
                     "vcpus": used.vcpus if used else 0,
                     "memoryMiB": used.memory_mib if used else 0,
@@ -421,12 +436,20 @@ class Runtime:
             }
             current = {k: hv.get("status", {}).get(k) for k in wanted}
             if current != wanted:
+                wake = wake or current["state"] != wanted["state"] or _shrank(current, wanted)
                 self.store.put(
                     "Hypervisor",
                     await self.objs.patch(
                         objects.HYPERVISOR, None, name, {"status": wanted}, status=True
                     ),
                 )
+        if wake:
+            self.wake_waiting()
+
+
+def _shrank(current: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    before, after = current.get("usage") or {}, wanted["usage"]
+    return any(after[k] < before.get(k, 0) for k in ("vcpus", "memoryMiB", "diskGiB"))
 
 
 def _ours_in_flight(mig: dict[str, Any], inst: dict[str, Any]) -> bool:

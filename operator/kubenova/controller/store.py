@@ -9,8 +9,12 @@ migrations changes, never recomputed over the fleet.
 from __future__ import annotations
 
 import datetime
+import math
+import time
+from collections.abc import Callable
 from typing import Any
 
+from kubenova import clock as kubenova_clock
 from kubenova.api import migration
 from kubenova.kube import objects
 from kubenova.scheduling import claims, index, scheduler
@@ -30,7 +34,16 @@ def is_active(body: dict[str, Any]) -> bool:
 
 
 class Store:
-    def __init__(self, weigher: scheduler.Weigher = scheduler.Weigher.SPREAD) -> None:
+    def __init__(
+        self,
+        weigher: scheduler.Weigher = scheduler.Weigher.SPREAD,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.clock = clock
+        # node -> when this controller saw its heartbeat change (its node Lease, or a
+        # status.agent report), on `clock`: up/down never compares another host's clock.
+        self.heard: dict[str, float] = {}
         self.objects: dict[str, dict[str, dict[str, Any]]] = {
             "Instance": {},
             "Migration": {},
@@ -50,8 +63,11 @@ class Store:
         """Store `body` unless we already hold a newer version; True if stored."""
         bucket = self.objects[kind]
         key = objects.key(body)
-        if not objects.newer(bucket.get(key), body):
+        old = bucket.get(key)
+        if not objects.newer(old, body):
             return False
+        if kind == "Hypervisor" and _report_time(old) != _report_time(body):
+            self.heard_from(key)  # a status.agent report is a heartbeat too
         bucket[key] = without_managed_fields(body)
         if kind == "Migration":
             self.migrations_of.setdefault(self.instance_key_of(body), set()).add(key)
@@ -61,6 +77,11 @@ class Store:
         elif kind == "Hypervisor":
             self._index_hypervisor(key, body)
         return True
+
+    def heard_from(self, node: str) -> None:
+        """A heartbeat of `node` changed just now (a Lease renew, a status.agent report)."""
+        self.heard[node] = self.clock()
+        self.index.seen(node, self.heard[node])
 
     def remove(self, kind: str, key: str) -> None:
         body = self.objects[kind].pop(key, None)
@@ -109,21 +130,22 @@ class Store:
         return max((n for n in found if n is not None), default=0)
 
     def last_heartbeat(self, name: str) -> datetime.datetime | None:
-        report = self.objects["Hypervisor"].get(name, {}).get("status", {}).get("agent")
-        return heartbeat(report) if report else None
+        """When this controller last heard from the node, on its own wall clock."""
+        heard = self.heard.get(name)
+        if heard is None:
+            return None
+        return kubenova_clock.now() - datetime.timedelta(seconds=self.clock() - heard)
 
-    def is_up(self, name: str, now: datetime.datetime, service_down_time: float) -> bool:
-        """Whether one node is up (a node without a Hypervisor or a report is down)."""
-        seen = self.last_heartbeat(name)
-        return seen is not None and (now - seen).total_seconds() <= service_down_time
+    def is_up(self, name: str, service_down_time: float) -> bool:
+        """Whether one node is up (a node never heard from is down)."""
+        heard = self.heard.get(name)
+        return heard is not None and self.clock() - heard <= service_down_time
 
-    def hosts(self, now: datetime.datetime, service_down_time: float) -> list[scheduler.Host]:
-        return self.index.hosts(seen_after=now.timestamp() - service_down_time)
+    def hosts(self, service_down_time: float) -> list[scheduler.Host]:
+        return self.index.hosts(seen_after=self.clock() - service_down_time)
 
-    def select(
-        self, request: scheduler.Request, now: datetime.datetime, service_down_time: float
-    ) -> scheduler.Decision:
-        return self.index.select(request, seen_after=now.timestamp() - service_down_time)
+    def select(self, request: scheduler.Request, service_down_time: float) -> scheduler.Decision:
+        return self.index.select(request, seen_after=self.clock() - service_down_time)
 
     def _index_hypervisor(self, name: str, hv: dict[str, Any]) -> None:
         """Hypervisors without an agent report yet are not schedulable (no capacity)."""
@@ -142,7 +164,7 @@ class Store:
             labels=tuple(sorted(hv["metadata"].get("labels", {}).items())),
             disabled=bool(spec.get("disabled", False)),
         )
-        self.index.put(host, seen_at=heartbeat(report).timestamp())
+        self.index.put(host, seen_at=self.heard.get(name, -math.inf))
 
     # --- claims ----------------------------------------------------------------------------
 
@@ -205,14 +227,10 @@ def without_managed_fields(body: dict[str, Any]) -> dict[str, Any]:
     return {**body, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
 
 
+def _report_time(hv: dict[str, Any] | None) -> str | None:
+    return ((hv or {}).get("status", {}).get("agent") or {}).get("heartbeatTime")
+
+
 def _owned_by(mig: dict[str, Any], uid: str | None) -> bool:
     refs = mig["metadata"].get("ownerReferences", [])
     return not refs or any(r.get("uid") == uid for r in refs)
-
-
-def heartbeat(report: dict[str, Any]) -> datetime.datetime:
-    return datetime.datetime.fromisoformat(report["heartbeatTime"].replace("Z", "+00:00"))
-
-
-def is_up(report: dict[str, Any], now: datetime.datetime, service_down_time: float) -> bool:
-    return (now - heartbeat(report)).total_seconds() <= service_down_time

@@ -25,7 +25,7 @@ import random
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
-from kubernetes_asyncio import watch
+from kubernetes_asyncio import client, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from kubenova.api import names
@@ -73,6 +73,35 @@ class CustomObjects:
             names.GROUP,
             names.VERSION,
             self.kind.plural,
+            label_selector=self.selector,
+            resource_version=version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=timeout,
+        ) as events:
+            yield events
+
+
+class Leases:
+    """coordination.k8s.io Leases of one namespace (the nodes' heartbeats)."""
+
+    def __init__(self, api: Any, namespace: str, label_selector: str) -> None:
+        self.coordination: Any = client.CoordinationV1Api(api)
+        self.namespace = namespace
+        self.selector = label_selector
+
+    async def list(self) -> tuple[list[dict[str, Any]], str]:
+        answer = await self.coordination.list_namespaced_lease(
+            self.namespace, label_selector=self.selector
+        )
+        raw = self.coordination.api_client.sanitize_for_serialization(answer)
+        return list(raw.get("items", [])), str(raw["metadata"]["resourceVersion"])
+
+    @contextlib.asynccontextmanager
+    async def watch(self, version: str, timeout: int) -> AsyncIterator[AsyncIterator[Any]]:
+        stream = watch.Watch()
+        async with stream.stream(
+            self.coordination.list_namespaced_lease,
+            self.namespace,
             label_selector=self.selector,
             resource_version=version,
             allow_watch_bookmarks=True,

@@ -38,6 +38,8 @@ FLAVOR = Kind("Flavor", "flavors", namespaced=False)
 INSTANCE = Kind("Instance", "instances", namespaced=True)
 MIGRATION = Kind("Migration", "migrations", namespaced=True)
 HYPERVISOR = Kind("Hypervisor", "hypervisors", namespaced=False)
+# Not kubenova's: the nodes' heartbeat Leases (kube/heartbeat.py), named for the informer.
+LEASE = Kind("Lease", "leases", namespaced=True)
 
 
 class ConflictError(Exception):

@@ -15,7 +15,8 @@ reference over every host so that the NoValidHost reasons are counted exactly; w
 fits, `rejected` counts only the hosts looked at before it (no message shows it).
 
 Up or down is judged at decision time from each host's last heartbeat (`seen_after`),
-not stored, so a silent host counts as down the moment its heartbeat is too old.
+not stored, so a silent host counts as down the moment its heartbeat is too old. Times
+are the caller's (the controller's monotonic clock): never another host's.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class HostIndex:
     def __init__(self, weigher: scheduler.Weigher = scheduler.Weigher.SPREAD) -> None:
         self.weigher = weigher
         self._hosts: dict[str, scheduler.Host] = {}
-        self._seen: dict[str, float] = {}  # last heartbeat, seconds since the epoch
+        self._seen: dict[str, float] = {}  # last heartbeat, on the caller's clock
         self._used: dict[str, amounts.Amount] = {}
         self._keys: dict[str, Key] = {}
         self._order: list[Key] = []  # ascending: best first
@@ -57,6 +58,10 @@ class HostIndex:
         self._hosts[host.name] = host
         bisect.insort(self._memory_limits, host.limit.memory_mib)
         self._insert(host.name)
+
+    def seen(self, name: str, at: float) -> None:
+        """A heartbeat of `name` at `at` (the caller's clock; `seen_after` uses the same)."""
+        self._seen[name] = at
 
     def remove(self, name: str, *, keep_seen: bool = False) -> None:
         host = self._hosts.pop(name, None)

@@ -159,3 +159,38 @@ def test_incremental_usage_equals_a_full_recompute(steps: list[tuple[Any, ...]])
         k: sorted(objects.key(b) for b in v) for k, v in truth.items()
     }, "after a relist the store holds exactly what the server does"
     assert usage(store) == recomputed(truth)
+
+
+def report(heartbeat: str) -> dict[str, Any]:
+    body = builders.hypervisor("n0")
+    body["metadata"]["resourceVersion"] = "1"
+    body["status"] = {
+        "agent": {
+            "driver": "fake",
+            "capacity": {"vcpus": 4, "memoryMiB": 4096, "diskGiB": 40},
+            "heartbeatTime": heartbeat,
+        }
+    }
+    return body
+
+
+def test_up_and_down_follow_when_heartbeats_were_seen_not_the_times_they_carry() -> None:
+    """An agent whose clock is an hour off is up while it keeps renewing; a silent one goes
+    down serviceDownTime after it was last heard, whatever its last report says."""
+    now = [1000.0]
+    store = store_mod.Store(clock=lambda: now[0])
+    store.put("Hypervisor", report("2026-12-01T09:00:00+00:00"))  # an hour behind
+    assert store.is_up("n0", 6)
+    assert [h.up for h in store.hosts(6)] == [True]
+    now[0] += 5
+    store.heard_from("n0")  # its Lease renewed
+    now[0] += 5
+    assert store.is_up("n0", 6)
+    now[0] += 2
+    assert not store.is_up("n0", 6)
+    assert [h.up for h in store.hosts(6)] == [False]
+    later = {**report("2026-12-01T09:00:00+00:00"), "metadata": {"name": "n0"}}
+    later["metadata"]["resourceVersion"] = "2"  # a controller write: same report, no heartbeat
+    store.put("Hypervisor", later)
+    assert not store.is_up("n0", 6)
+    assert not store.is_up("never-heard", 6)

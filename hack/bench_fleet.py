@@ -96,6 +96,10 @@ class Bench:
         self.source = source
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.plane = controlplane.ControlPlane(directory / "controlplane")
+        # hack/bench_heartbeats.py: real heartbeat periods, both processes from `source`.
+        self.heartbeat_seconds = HEARTBEAT_SECONDS
+        self.agent_source: pathlib.Path | None = None
+        self.controller_args: list[str] = []
 
     async def run(
         self, *, hypervisors: int, instances: int, resizes: int, concurrent: bool
@@ -150,17 +154,19 @@ class Bench:
             [
                 *(sys.executable, "-m", "kubenova.cli", "agent", "--driver=fake"),
                 *("--node=bench-", f"--node-count={hypervisors}", f"--capacity={CAPACITY}"),
-                f"--heartbeat-interval-seconds={HEARTBEAT_SECONDS}",
+                f"--heartbeat-interval-seconds={self.heartbeat_seconds}",
                 f"--stats-file={self.dir / 'agent-stats.json'}",
             ],
+            {"PYTHONPATH": str(self.agent_source.resolve())} if self.agent_source else None,
         )
 
     def _spawn_controller(self) -> None:
         argv = [
             *(sys.executable, "-m", "kubenova.cli", "controller"),
-            f"--service-down-time-seconds={HEARTBEAT_SECONDS * 3}",
+            f"--service-down-time-seconds={self.heartbeat_seconds * 3}",
             f"--webhook-port={controlplane.free_port()}",
             f"--webhook-cert-dir={self.dir / 'webhook'}",
+            *self.controller_args,
         ]
         if self.profile:
             svg = RESULTS / "fleet-profile.txt"  # collapsed stacks: hack/profile_top.py

@@ -19,7 +19,7 @@ from kubenova.agent import transfer
 from kubenova.api import instance, migration
 from kubenova.drivers import base
 from kubenova.kube import objects
-from kubenova.lifecycle import conditions, duties, moving, stages
+from kubenova.lifecycle import conditions, duties, moving, observed, stages
 from kubenova.observability import logs, metrics
 from kubenova.scheduling.amounts import Amount
 
@@ -321,15 +321,21 @@ async def _report(node: Node, inst: instance.Instance) -> None:
         inst.status.phase is instance.Phase.ERROR
         and failed is not None
         and current is not None
-        and current.observed_at < failed.last_transition_time
+        and not observed.reported_after(current, failed.last_transition_time)
     )
     if same and not stale:
         return
+    # Echo the newest condition change we saw: the controller tells a fresh report from a
+    # stale one by its own clock, whatever this node's clock says.
+    seen = max((c.last_transition_time for c in inst.status.conditions), default=None)
+    host: dict[str, Any] = {**report, "observedAt": _now()}
+    if seen is not None:
+        host["seenTransition"] = seen.isoformat()
     body = await node.objs.patch(
         objects.INSTANCE,
         inst.metadata.namespace,
         inst.metadata.name,
-        {"status": {"host": {**report, "observedAt": _now()}}},
+        {"status": {"host": host}},
         status=True,
     )
     node.remember(body)

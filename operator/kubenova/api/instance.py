@@ -113,7 +113,17 @@ class HostStatus(common.Model):
     disk_gib: int = pydantic.Field(
         alias="diskGiB", ge=0, description="Virtual size of the root disk, GiB."
     )
-    observed_at: datetime.datetime = pydantic.Field(description="When the agent looked.")
+    observed_at: datetime.datetime = pydantic.Field(
+        description="When the agent looked (its node's clock: for people, never compared)."
+    )
+    seen_transition: datetime.datetime | None = pydantic.Field(
+        default=None,
+        description=(
+            "The newest lastTransitionTime among the Instance's conditions when the agent "
+            "looked: the controller knows a report came after a condition changed by this "
+            "time of its own clock, not by observedAt."
+        ),
+    )
 
 
 class InstanceStatus(common.Model):

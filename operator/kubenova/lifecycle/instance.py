@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 
 from kubenova.api import common, instance, migration, names
-from kubenova.lifecycle import conditions, moving, plan
+from kubenova.lifecycle import conditions, moving, observed, plan
 from kubenova.lifecycle.draft import Draft
 from kubenova.lifecycle.observed import (
     Observed,
@@ -223,14 +223,16 @@ def _stopped_by_itself(inst: instance.Instance) -> bool:
         and host.power_state is instance.PowerState.STOPPED
         and ready is not None
         and ready.status is S.TRUE
-        and host.observed_at > ready.last_transition_time
+        and observed.reported_after(host, ready.last_transition_time)
     )
 
 
 def _reported_since_failure(inst: instance.Instance) -> bool:
     failed = conditions.find(inst.status.conditions, C.RESIZE_FAILED.value)
     host = inst.status.host
-    return host is not None and (failed is None or host.observed_at >= failed.last_transition_time)
+    return host is not None and (
+        failed is None or observed.reported_after(host, failed.last_transition_time)
+    )
 
 
 def _start_move(

@@ -62,6 +62,15 @@ def settle_power(d: Draft, actual: instance.PowerState) -> None:
         d.condition(C.READY, S.FALSE, "Stopped", "the guest is powered off")
 
 
+def reported_after(host: instance.HostStatus, when: datetime.datetime) -> bool:
+    """Whether the node made this report after the controller's change at `when` (a
+    condition's transition): by the transition the agent echoes, both times the
+    controller's own; reports of older agents only by their (node's) clock."""
+    if host.seen_transition is not None:
+        return host.seen_transition >= when
+    return host.observed_at > when
+
+
 def backoff(settings: Settings, failures: int) -> float:
     """Capped exponential backoff after `failures` failed attempts (1 = the first)."""
     exponent = max(0, failures - 1)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import datetime
 
+import pytest
+
 from kubenova.api import names
 from kubenova.lifecycle import instance as lc
 from kubenova.lifecycle import plan
@@ -133,3 +135,30 @@ def test_a_stale_stopped_report_does_not_stop_the_instance() -> None:
     stale = m.active(host=m.host(power="Stopped", at=at(30)), conditions=[ready])
     p = lc.decide(obs(m.inst(status=stale, labels={names.LABEL_NODE: "node-a"})))
     assert p.main is None or "spec" not in p.main
+
+
+@pytest.mark.parametrize(
+    ("seen", "stops"),
+    [(-60, False), (0, True), (None, False)],
+    ids=["report-older-than-ready", "report-after-ready", "old-agent-falls-back-to-its-clock"],
+)
+def test_a_skewed_node_clock_cannot_make_a_stale_report_stop_the_guest(
+    seen: int | None, stops: bool
+) -> None:
+    """The node's clock is an hour ahead (observedAt far after Ready): only the transition
+    it echoes tells a fresh Stopped report from a stale one."""
+    ready = {
+        "type": "Ready",
+        "status": "True",
+        "reason": "Running",
+        "message": "",
+        "lastTransitionTime": m.T0.isoformat(),
+    }
+    report = m.host(power="Stopped", at=at(3600))
+    if seen is not None:
+        report["seenTransition"] = at(seen).isoformat()
+    elif not stops:
+        report["observedAt"] = at(-30).isoformat()  # an old agent whose clock is right
+    status = m.active(host=report, conditions=[ready])
+    p = lc.decide(obs(m.inst(status=status, labels={names.LABEL_NODE: "node-a"})))
+    assert (p.main == {"spec": {"powerState": "Stopped"}}) is stops

@@ -173,7 +173,10 @@ class Node:
 
     async def run(self) -> None:
         await self.register()
-        tasks = [asyncio.create_task(inf.run()) for inf in (*self.instances, *self.migrations)]
+        # The heartbeat says the agent lives, from the start (as the kubelet's): a slow first
+        # list must not make the node look down.
+        tasks = [asyncio.create_task(self._heartbeats())]
+        tasks += [asyncio.create_task(inf.run()) for inf in (*self.instances, *self.migrations)]
         await asyncio.gather(*(inf.synced.wait() for inf in (*self.instances, *self.migrations)))
         log.info(
             "agent %s: caches synced (%d instances)",
@@ -184,7 +187,6 @@ class Node:
             tasks.append(asyncio.create_task(self._serve_disks()))
         tasks += [
             asyncio.create_task(self.queue.run()),
-            asyncio.create_task(self._heartbeats()),
             asyncio.create_task(self._sweep_orphans()),
             asyncio.create_task(self._resync()),
         ]

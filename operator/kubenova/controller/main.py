@@ -88,7 +88,7 @@ async def run(cfg: settings_mod.Controller) -> None:
     rt = runtime.Runtime(api, cfg)
     elector = _elector(api, cfg)
     if elector is not None:
-        rt.objs.may_write = elector.is_leader
+        rt.objs.may_write = rt.events.may_write = elector.is_leader
     if cfg.webhook_port:
         app.register_webhook()
     managed_webhook = bool(cfg.webhook_port and cfg.webhook_managed)

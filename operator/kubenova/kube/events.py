@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from kubernetes_asyncio import client
@@ -35,6 +36,9 @@ class Recorder:
         self.instance = instance
         self._queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue(QUEUE_SIZE)
         self._senders: list[asyncio.Task[None]] = []
+        # The controller's leader sets this to its elector's is_leader (as Objects.may_write):
+        # events queued before a pause are dropped, not posted by a process that lost the lead.
+        self.may_write: Callable[[], bool] = lambda: True
 
     def post(self, obj: dict[str, Any], type_: str, reason: str, message: str) -> None:
         """Queue one event for posting; never blocks, never raises (events are best effort)."""
@@ -58,6 +62,9 @@ class Recorder:
         while True:
             namespace, body = await self._queue.get()
             try:
+                if not self.may_write():
+                    log.info("event %s dropped: not the leader any more", body["reason"])
+                    continue
                 await self.core.create_namespaced_event(namespace, body)
             except ApiException as exc:
                 log.warning("event %s not posted: %s", body["reason"], exc.reason)

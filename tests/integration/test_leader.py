@@ -17,7 +17,10 @@ LEASE = ["--lease-duration-seconds=3"]
 
 def holder(env: Env) -> str | None:
     result = env.kubectl.run("get", "lease", "kubenova-controller", "-o", "json")
-    return json.loads(result.stdout)["spec"].get("holderIdentity") if result.ok else None
+    if not result.ok:
+        return None
+    held = json.loads(result.stdout)["spec"].get("holderIdentity")
+    return held.rsplit("_", 1)[0] if held else held  # <--identity>_<incarnation>
 
 
 def second_controller(env: Env) -> Process:

@@ -12,6 +12,7 @@ import asyncio
 import itertools
 import logging
 import os
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -58,7 +59,10 @@ def _elector(api: Any, cfg: settings_mod.Controller) -> lease.LeaderElector | No
         api,
         namespace=cfg.lease_namespace,
         name=cfg.lease_name,
-        identity=cfg.identity,
+        # One identity per process, as kube-controller-manager's (<host>_<uuid>): a replica
+        # restarted under its old name while the old process still lives (paused, not yet
+        # dead) must not take the old one's lease for its own.
+        identity=f"{cfg.identity}_{uuid.uuid4().hex[:8]}",
         duration=cfg.lease_duration_seconds,
         renew_every=cfg.lease_duration_seconds / 3,
     )

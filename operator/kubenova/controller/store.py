@@ -177,6 +177,18 @@ class Store:
             owner=key, node=status.get("node"), flavor=_amount(status.get("flavor"))
         )
         mig = self.migration_for(inst)
+        if (
+            mig is not None
+            and mig.get("status", {}).get("phase") == migration.MigrationPhase.REVERTED.value
+            and mig["metadata"]["name"] == status.get("migrationRef")
+        ):
+            # Reverted, and the Instance's status not yet pointed back at the source (the
+            # next write does it): the original on the source is the truth (lifecycle/
+            # stages.py) and must stay claimed meanwhile; found by `make chaos`.
+            spec = mig["spec"]
+            return claims.Placement(
+                owner=key, node=spec["sourceNode"], flavor=_amount(spec["oldFlavor"])
+            )
         if mig is not None and is_active(mig):
             spec = mig["spec"]
             placement = claims.Placement(

@@ -194,3 +194,23 @@ def test_up_and_down_follow_when_heartbeats_were_seen_not_the_times_they_carry()
     store.put("Hypervisor", later)
     assert not store.is_up("n0", 6)
     assert not store.is_up("never-heard", 6)
+
+
+def test_a_reverted_migration_keeps_the_source_claimed_until_the_instance_points_back() -> None:
+    """Between the agent's `reverted` and the controller's next status write the Instance
+    still names the destination: the running original on the source must stay claimed."""
+    store = store_mod.Store()
+    inst = instance(0, "n1", 1)  # still as in VERIFY_RESIZE: on the destination, new flavor
+    inst["status"]["migrationRef"] = "i0-m1"
+    inst["metadata"]["resourceVersion"] = "1"
+    mig = migration(0, 1, source="n0", dest="n1", old=0, new=1)
+    mig["status"] = {"phase": "reverted"}
+    mig["metadata"]["resourceVersion"] = "2"
+    store.put("Migration", mig)
+    store.put("Instance", inst)
+    assert usage(store) == {"n0": (store_mod._amount(FLAVORS[0]), 1)}
+    settled = {**inst, "status": {**inst["status"], "node": "n0", "flavor": FLAVORS[0]}}
+    settled["status"].pop("migrationRef")
+    settled["metadata"] = {**inst["metadata"], "resourceVersion": "3"}
+    store.put("Instance", settled)
+    assert usage(store) == {"n0": (store_mod._amount(FLAVORS[0]), 1)}

@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # pytest workers: each starts its own control plane on free ports.
 WORKERS ?= 2
 
-.PHONY: up down test lint unit integration crds deps controlplane tools kind-e2e bench clean help
+.PHONY: up down test lint unit integration crds deps controlplane tools kind-e2e bench chaos clean help
 
 help:
 	@echo "make up       start a local control plane with kubenova's CRDs (prints export KUBECONFIG=...)"
@@ -16,6 +16,7 @@ help:
 	@echo "make crds     regenerate crds/ (and the Helm chart's copy) from the API models"
 	@echo "make kind-e2e on a host with Docker: kind cluster, images, helm install, tests/kind"
 	@echo "make bench    benchmarks; figures printed and written to bench-results/"
+	@echo "make chaos    random faults and user actions, invariants checked (FAULTS=200 SEED=random)"
 
 $(VENV)/.installed: pyproject.toml
 	@bash hack/install-deps.sh
@@ -66,6 +67,14 @@ bench: controlplane
 	$(PY) -m hack.bench_fleet --scenario concurrent --hypervisors 50 --instances 250
 	$(PY) -m hack.bench_resize
 	$(PY) -m hack.bench_transfer
+	$(PY) -m hack.bench_heartbeats
+
+# A seeded random run of faults and user actions on a kubenova of its own (hack/chaos.py);
+# SEED unset: a random one, printed. Exit status 1 on any invariant violation.
+FAULTS ?= 200
+SEED ?=
+chaos: controlplane
+	$(PY) -m hack.chaos --faults $(FAULTS) $(if $(SEED),--seed $(SEED))
 
 clean: down
 	rm -rf $(VENV) .kubenova .pytest_cache .mypy_cache .ruff_cache

@@ -56,10 +56,20 @@ class Process:
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
+            self.proc.send_signal(signal.SIGCONT)  # a paused process handles SIGTERM once it runs
             try:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+    def pause(self) -> None:
+        """SIGSTOP: the process holds its connections and does nothing (a hung host)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
 
     def wait_exit(self, timeout: float) -> int:
         assert self.proc is not None
@@ -71,13 +81,16 @@ class Process:
 
 
 class Env:
-    def __init__(self, directory: pathlib.Path) -> None:
+    def __init__(self, directory: pathlib.Path, *, audit: bool = False) -> None:
+        """`audit`: the API server logs who wrote kubenova's objects (plane.audit_events())."""
         self.dir = directory
-        self.plane = controlplane.ControlPlane(directory / "controlplane").start()
+        self.plane = controlplane.ControlPlane(directory / "controlplane", audit=audit).start()
         self.kubectl = kube.Kubectl(self.plane.kubeconfig)
         kube.install_crds(self.kubectl)
         self.kubectl("apply", "-f", str(kube.SAMPLES / "flavors.yaml"))
         self.controller: Process | None = None
+        # Every controller replica by name; `controller` is the first one (self.controller).
+        self.controllers: dict[str, Process] = {}
         self.agents: dict[str, Process] = {}
 
     def _process(self, name: str, args: list[str], env: dict[str, str] | None = None) -> Process:
@@ -91,21 +104,24 @@ class Env:
         fault: str = "",
         webhook: bool = True,
         environ: dict[str, str] | None = None,
+        name: str = "controller",
     ) -> Process:
+        """A controller replica; another `name` starts a second one beside the first. Each
+        managed webhook server has its certificates in a directory of its own and, once it
+        answers, points the one webhook configuration at itself."""
         # Its own identity (hack/controlplane.py): the label policy exempts only the controller.
         env = {
             "KUBECONFIG": str(self.plane.controller_kubeconfig),
             **(environ or {}),
             **({"KUBENOVA_FAULT": fault} if fault else {}),
         }
-        hook = [
-            f"--webhook-port={controlplane.free_port()}",
-            f"--webhook-cert-dir={self.dir / 'webhook'}",
-        ]
-        self.controller = self._process(
-            "controller", ["controller", *FAST, *(hook if webhook else []), *args], env
-        ).start()
-        return self.controller
+        certs = self.dir / ("webhook" if name == "controller" else f"webhook-{name}")
+        hook = [f"--webhook-port={controlplane.free_port()}", f"--webhook-cert-dir={certs}"]
+        proc = self._process(name, ["controller", *FAST, *(hook if webhook else []), *args], env)
+        self.controllers[name] = proc.start()
+        if name == "controller":
+            self.controller = proc
+        return proc
 
     def start_agent(
         self,
@@ -178,7 +194,7 @@ class Env:
         return json.loads(path.read_text()) if path.exists() else {}
 
     def close(self) -> None:
-        for proc in [*self.agents.values(), self.controller]:
+        for proc in [*self.agents.values(), self.controller, *self.controllers.values()]:
             if proc:
                 proc.stop()
         self._destroy_guests()
@@ -199,7 +215,8 @@ class Env:
                 asyncio.run(shared.destroy(uuid))
 
     def logs(self) -> str:
-        procs = [p for p in [self.controller, *self.agents.values()] if p]
+        controllers = {id(p): p for p in [self.controller, *self.controllers.values()] if p}
+        procs = [*controllers.values(), *self.agents.values()]
         return "\n".join(f"--- {p.name} ---\n{p.tail()}" for p in procs)
 
     # --- reading, as a user would ------------------------------------------------------------
@@ -208,7 +225,8 @@ class Env:
         return self.kubectl.get_json("instance", name)  # type: ignore[no-any-return]
 
     def phase(self, name: str) -> str | None:
-        return self.instance(name).get("status", {}).get("phase")
+        phase: str | None = self.instance(name).get("status", {}).get("phase")
+        return phase
 
     def hypervisor(self, node: str) -> dict[str, Any]:
         return self.kubectl.get_json("hypervisor", node)  # type: ignore[no-any-return]
@@ -274,8 +292,8 @@ class Env:
 
 
 @contextlib.contextmanager
-def running(directory: pathlib.Path) -> Iterator[Env]:
-    env = Env(directory)
+def running(directory: pathlib.Path, *, audit: bool = False) -> Iterator[Env]:
+    env = Env(directory, audit=audit)
     try:
         yield env
     finally:

@@ -64,7 +64,10 @@ def _elector(api: Any, cfg: settings_mod.Controller) -> lease.LeaderElector | No
         # dead) must not take the old one's lease for its own.
         identity=f"{cfg.identity}_{uuid.uuid4().hex[:8]}",
         duration=cfg.lease_duration_seconds,
-        renew_every=cfg.lease_duration_seconds / 3,
+        # client-go's proportions (15 s lease, 10 s renew deadline, 2 s retry): a failed
+        # renew is tried again four times before the deadline, not once (found by the chaos
+        # suite: one failed renew at duration/3 lost the lease).
+        renew_every=cfg.lease_duration_seconds * 2 / 15,
     )
 
 

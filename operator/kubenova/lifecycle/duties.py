@@ -118,8 +118,11 @@ def act(obs: Observed) -> Act:
         return Act.RELEASE  # on every node that still selects it
     if inst is None or inst.status.node != obs.node:
         return Act.NONE
-    if any(m.status.phase not in migration.FINAL_PHASES for m in obs.migrations):
-        return Act.NONE
+    if any(
+        m.status.phase not in migration.FINAL_PHASES and _for_this_instance(m, obs)
+        for m in obs.migrations
+    ):
+        return Act.NONE  # a predecessor's of the same name, not yet collected, does not count
     st, guest = inst.status, obs.guest
     if st.phase is Phase.BUILD and guest is None and st.flavor is not None:
         return Act.SPAWN

@@ -162,3 +162,14 @@ def test_orphan_verdict(
         )
         is verdict
     )
+
+
+def test_a_predecessors_live_migration_does_not_block_the_spawn_of_a_new_instance() -> None:
+    """Same name, another uid: the old Instance's Migration (not yet garbage-collected)."""
+    old = m.mig("finished")
+    owner = common.OwnerReference(kind="Instance", name=old.spec.instance_name, uid="gone")
+    old = old.model_copy(
+        update={"metadata": old.metadata.model_copy(update={"owner_references": [owner]})}
+    )
+    building = m.inst(status={**m.active(), "phase": "BUILD"})
+    assert duties.act(observed("node-a", building, old)) is duties.Act.SPAWN

@@ -65,20 +65,12 @@ class CustomObjects:
     async def list(self) -> tuple[list[dict[str, Any]], str]:
         return await self.objs.list(self.kind, label_selector=self.selector)
 
-    @contextlib.asynccontextmanager
-    async def watch(self, version: str, timeout: int) -> AsyncIterator[AsyncIterator[Any]]:
-        stream = watch.Watch()
-        async with stream.stream(
-            self.objs.custom.list_cluster_custom_object,
-            names.GROUP,
-            names.VERSION,
-            self.kind.plural,
-            label_selector=self.selector,
-            resource_version=version,
-            allow_watch_bookmarks=True,
-            timeout_seconds=timeout,
-        ) as events:
-            yield events
+    def watch(
+        self, version: str, timeout: int
+    ) -> contextlib.AbstractAsyncContextManager[AsyncIterator[Any]]:
+        list_fn = self.objs.custom.list_cluster_custom_object
+        args = (names.GROUP, names.VERSION, self.kind.plural)
+        return _watch(list_fn, *args, selector=self.selector, version=version, timeout=timeout)
 
 
 class Leases:
@@ -96,18 +88,30 @@ class Leases:
         raw = self.coordination.api_client.sanitize_for_serialization(answer)
         return list(raw.get("items", [])), str(raw["metadata"]["resourceVersion"])
 
-    @contextlib.asynccontextmanager
-    async def watch(self, version: str, timeout: int) -> AsyncIterator[AsyncIterator[Any]]:
-        stream = watch.Watch()
-        async with stream.stream(
-            self.coordination.list_namespaced_lease,
-            self.namespace,
-            label_selector=self.selector,
-            resource_version=version,
-            allow_watch_bookmarks=True,
-            timeout_seconds=timeout,
-        ) as events:
-            yield events
+    def watch(
+        self, version: str, timeout: int
+    ) -> contextlib.AbstractAsyncContextManager[AsyncIterator[Any]]:
+        list_fn = self.coordination.list_namespaced_lease
+        return _watch(
+            list_fn, self.namespace, selector=self.selector, version=version, timeout=timeout
+        )
+
+
+@contextlib.asynccontextmanager
+async def _watch(
+    list_fn: Any, *args: Any, selector: str, version: str, timeout: int
+) -> AsyncIterator[AsyncIterator[Any]]:
+    """A watch through the client's list call, from `version`, with bookmarks."""
+    stream = watch.Watch()
+    async with stream.stream(
+        list_fn,
+        *args,
+        label_selector=selector,
+        resource_version=version,
+        allow_watch_bookmarks=True,
+        timeout_seconds=timeout,
+    ) as events:
+        yield events
 
 
 def _identity(body: dict[str, Any]) -> dict[str, Any]:

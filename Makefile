@@ -14,7 +14,7 @@ help:
 	@echo "make down     stop everything make up started"
 	@echo "make test     install what is missing, then lint, type-check and run every test"
 	@echo "make crds     regenerate crds/ (and the Helm chart's copy) from the API models"
-	@echo "make kind-e2e on a host with Docker: kind cluster, images, helm install, tests/kind"
+	@echo "make kind-e2e kind cluster (Docker started if needed), images, helm install, tests/kind"
 	@echo "make bench    benchmarks; figures printed and written to bench-results/"
 	@echo "make chaos    random faults and user actions, invariants checked (FAULTS=200 SEED=random)"
 
@@ -57,7 +57,10 @@ test: lint controlplane tools
 unit: deps
 	$(PY) -m pytest tests/unit
 
-kind-e2e:
+# A kind cluster whose workers run libvirtd, kubenova's images, `helm install`, tests/kind;
+# KEEP_CLUSTER=1 leaves it up (KUBECONFIG=.kubenova/kind/kubeconfig). `make test` runs
+# tests/kind too, bringing the cluster up itself (tests/kind/conftest.py).
+kind-e2e: deps tools
 	bash hack/kind-e2e.sh
 
 bench: controlplane

@@ -297,10 +297,15 @@ def down(state_dir: pathlib.Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hack.devenv")
-    parser.add_argument("action", choices=["up", "down"])
+    # demo-image: only build the image `cirros` under --dir and print its directory (the
+    # kind cluster copies it onto its workers: hack/kind/cluster.sh).
+    parser.add_argument("action", choices=["up", "down", "demo-image"])
     parser.add_argument("--dir", type=pathlib.Path, default=STATE_DIR)
     args = parser.parse_args(argv)
     state_dir = args.dir.resolve()  # agents and libvirtd need absolute paths
+    if args.action == "demo-image":
+        print(demo_image(state_dir))
+        return 0
     return up(state_dir) if args.action == "up" else down(state_dir)
 
 

@@ -1,64 +1,103 @@
 #!/usr/bin/env bash
-# The chart in a real cluster (needs a Docker engine): a kind cluster with two worker
-# nodes, both images built and loaded, `helm install` with the fake driver, then the
-# resize scenarios of tests/kind driven with kubectl. The same scenarios run against the
-# local control plane in tests/integration on every `make test`; this adds the images,
-# the chart's pods, probes, Service and webhook certificate.
+# kubenova as users run it: a kind cluster (1 control plane + 2 workers that run libvirtd
+# and QEMU), kubenova's images built and loaded, the chart installed with `helm install`
+# (values only: hack/kind/values.yaml), the sample flavors applied, then tests/kind.
 #
-#   hack/kind-e2e.sh             # create, test, delete the cluster
-#   KEEP_CLUSTER=1 hack/kind-e2e.sh   # leave it running (kind delete cluster --name kubenova-e2e)
+#   hack/kind-e2e.sh                   # all of it; the cluster is deleted at the end
+#   KEEP_CLUSTER=1 hack/kind-e2e.sh    # leave the cluster up (kubeconfig below)
+#   hack/kind-e2e.sh up                # everything but the tests; leaves the cluster up
+#   hack/kind-e2e.sh down              # delete the cluster
+# The kubeconfig is .kubenova/kind/kubeconfig; stage durations go to .kubenova/kind/timings.
+# A Docker engine is started (and installed, as root) when none answers:
+# hack/docker-engine.sh says how, and why a runc wrapper. KUBENOVA_KIND_IMAGES=public|local
+# |auto chooses kind's public images or images built here (hack/kind/node-image.sh).
 set -euo pipefail
-cd "$(dirname "$0")/.."
-KIND_VERSION="${KIND_VERSION:-v0.33.0}"
-CLUSTER="${KUBENOVA_KIND_CLUSTER:-kubenova-e2e}"
-TAG="${KUBENOVA_IMAGE_TAG:-e2e}"
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+STATE="$ROOT/.kubenova/kind"
 NAMESPACE=kubenova-system
-STATE=.kubenova/kind
-mkdir -p "${STATE}"
-
-if ! docker info >/dev/null 2>&1; then
-  echo "kind-e2e: no Docker engine (docker info failed); nothing to do here" >&2
-  exit 1
-fi
-
-kind_bin() {
-  if command -v kind >/dev/null; then command -v kind; return; fi
-  local dir="${HOME}/.cache/kubenova/kind-${KIND_VERSION}/bin"
-  if [[ ! -x "${dir}/kind" ]]; then
-    echo "kind-e2e: building kind ${KIND_VERSION} into ${dir}" >&2
-    GOBIN="${dir}" go install "sigs.k8s.io/kind@${KIND_VERSION}" >&2
-  fi
-  echo "${dir}/kind"
+RELEASE=kubenova
+export KUBECONFIG="$STATE/kubeconfig"
+export KUBENOVA_KIND_CLUSTER="${KUBENOVA_KIND_CLUSTER:-kubenova}"
+mkdir -p "$STATE"
+log() { echo "kind-e2e: $*" >&2; }
+TIMINGS="$STATE/timings"
+stage() { # name command...: run one stage and record its duration
+  local name=$1 start=$SECONDS
+  shift
+  "$@"
+  echo "$name $((SECONDS - start))" >>"$TIMINGS"
+  log "$name: $((SECONDS - start))s"
 }
-KIND="$(kind_bin)"
+what="${1:-all}"
+: >"$TIMINGS"
+
+stage docker-engine bash hack/docker-engine.sh >&2 || {
+  log "no Docker engine can be started here (hack/docker-engine.sh above says why)"
+  exit 1
+}
+if [[ "$what" == down ]]; then
+  images=$(bash hack/kind/node-image.sh) && eval "$images"
+  export KIND
+  bash hack/kind/cluster.sh delete
+  exit 0
+fi
+
+node_images() { images=$(bash hack/kind/node-image.sh); }
+stage node-image node_images
+eval "$images"
+export NODE_IMAGE CNI KIND FLANNEL_IMAGE="${FLANNEL_IMAGE:-}"
 HELM="$(bash hack/install-helm.sh)"
-# The tests only need pytest and kubectl (no libvirt on this host).
-if [[ ! -x .venv/bin/python ]]; then
-  python3 -m venv .venv && .venv/bin/pip install --quiet -e '.[dev]'
+[[ -x .venv/bin/python ]] || make deps >&2
+
+# kubenova's images, tagged by their inputs: a changed operator is a new tag, so
+# `helm upgrade` rolls the pods; an unchanged one is neither rebuilt nor reloaded.
+TAG="kind-$(cat images/*.Dockerfile .dockerignore pyproject.toml <(git ls-files -s operator) \
+  <(git diff HEAD -- operator) <(echo "$PYTHON_BASE") | sha256sum | cut -c1-12)"
+kubenova_images() {
+  local image
+  # This host's extra CAs (a TLS-intercepting proxy in front of PyPI), for the build stage
+  # only: images/build-ca/README.md.
+  find images/build-ca -name '*.crt' -delete
+  cp /usr/local/share/ca-certificates/*.crt images/build-ca/ 2>/dev/null || true
+  for image in controller agent; do
+    if ! docker image inspect "kubenova/$image:$TAG" >/dev/null 2>&1; then
+      log "building kubenova/$image:$TAG on $PYTHON_BASE"
+      DOCKER_BUILDKIT=0 docker build -q -f "images/$image.Dockerfile" --build-arg "BASE=$PYTHON_BASE" \
+        -t "kubenova/$image:$TAG" . >/dev/null
+    fi
+    echo "image kubenova/$image:$TAG $(docker image inspect -f '{{.Size}}' "kubenova/$image:$TAG") bytes" \
+      >>"$TIMINGS"
+  done
+}
+stage images kubenova_images
+stage cluster bash hack/kind/cluster.sh create
+if [[ "$what" == all && -z "${KEEP_CLUSTER:-}" ]]; then
+  trap 'bash hack/kind/cluster.sh delete' EXIT
 fi
+load() {
+  local image
+  for image in controller agent; do
+    "$KIND" load docker-image --name "$KUBENOVA_KIND_CLUSTER" "kubenova/$image:$TAG" >&2
+  done
+}
+stage load load
+install() {
+  "$HELM" upgrade --install "$RELEASE" charts/kubenova -n "$NAMESPACE" --create-namespace \
+    -f hack/kind/values.yaml --set "controller.image.tag=$TAG" --set "agent.image.tag=$TAG" \
+    --wait --timeout 5m >&2
+  # helm's --wait counts a DaemonSet ready with maxUnavailable pods still starting.
+  kubectl -n "$NAMESPACE" rollout status "daemonset/$RELEASE-agent" --timeout=5m >&2
+  kubectl -n "$NAMESPACE" rollout status "deployment/$RELEASE-controller" --timeout=5m >&2
+  kubectl apply -f crds/samples/flavors.yaml >/dev/null
+}
+stage install install
+echo "$TAG" >"$STATE/image-tag"
+log "cluster ready: export KUBECONFIG=$KUBECONFIG"
+[[ "$what" == up ]] && exit 0
 
-docker build -f images/controller.Dockerfile -t "kubenova/controller:${TAG}" .
-docker build -f images/agent.Dockerfile -t "kubenova/agent:${TAG}" .
-
-if ! "${KIND}" get clusters | grep -qx "${CLUSTER}"; then
-  "${KIND}" create cluster --name "${CLUSTER}" --config tests/kind/cluster.yaml --wait 180s
-fi
-if [[ -z "${KEEP_CLUSTER:-}" ]]; then
-  trap '"${KIND}" delete cluster --name "${CLUSTER}"' EXIT
-fi
-export KUBECONFIG="${PWD}/${STATE}/kubeconfig"
-"${KIND}" get kubeconfig --name "${CLUSTER}" >"${KUBECONFIG}"
-for image in controller agent; do
-  "${KIND}" load docker-image --name "${CLUSTER}" "kubenova/${image}:${TAG}"
-done
-
-"${HELM}" upgrade --install kubenova charts/kubenova -n "${NAMESPACE}" --create-namespace \
-  --set agent.driver=fake \
-  --set controller.image.tag="${TAG}" --set agent.image.tag="${TAG}" \
-  --set controller.image.pullPolicy=Never --set agent.image.pullPolicy=Never \
-  --set controller.serviceDownTimeSeconds=20 --set agent.heartbeatIntervalSeconds=2 \
-  --set controller.retryBaseSeconds=1 --set controller.retryCapSeconds=5 \
-  --wait --timeout 5m
-kubectl apply -f crds/samples/flavors.yaml
-
-KUBENOVA_KIND_KUBECONFIG="${KUBECONFIG}" .venv/bin/python -m pytest tests/kind -v -p no:xdist
+run_tests() {
+  KUBENOVA_KIND_KUBECONFIG="$KUBECONFIG" .venv/bin/python -m pytest tests/kind -v \
+    -p no:cacheprovider
+}
+stage tests run_tests

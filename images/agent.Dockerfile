@@ -5,17 +5,26 @@
 # libvirt client library and qemu-img (disk create, resize, info). libvirtd and QEMU run
 # on the host; the agent reaches them through the mounted socket.
 
-FROM python:3.11-slim-bookworm AS build
+ARG BASE=python:3.11-slim-bookworm
+FROM ${BASE} AS build
+# Python's headers: the public image has them under /usr/local; a base with Debian's own
+# Python (sys.prefix /usr, hack/kind/images/python.Dockerfile) gets them from python3-dev.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends gcc libc6-dev libvirt-dev pkg-config \
+ && if [ "$(python -c 'import sys; print(sys.prefix)')" = /usr ]; then \
+      apt-get install -y --no-install-recommends python3-dev; fi \
  && rm -rf /var/lib/apt/lists/*
+# Extra CAs for the build stage only (images/build-ca/README.md).
+COPY images/build-ca/ /usr/local/share/ca-certificates/kubenova-build/
+ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt
+RUN update-ca-certificates >/dev/null
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY operator ./operator
 RUN python -m venv /opt/kubenova \
  && /opt/kubenova/bin/pip install --no-cache-dir --disable-pip-version-check '.[libvirt]'
 
-FROM python:3.11-slim-bookworm
+FROM ${BASE}
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libvirt0 qemu-utils \
  && rm -rf /var/lib/apt/lists/*

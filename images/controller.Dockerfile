@@ -3,14 +3,19 @@
 # Pure Python: the build stage installs the package and its pinned dependencies into a
 # virtual environment; the runtime stage is the same base with that environment only.
 
-FROM python:3.11-slim-bookworm AS build
+ARG BASE=python:3.11-slim-bookworm
+FROM ${BASE} AS build
+# Extra CAs for the build stage only (images/build-ca/README.md).
+COPY images/build-ca/ /usr/local/share/ca-certificates/kubenova-build/
+ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt
+RUN update-ca-certificates >/dev/null
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY operator ./operator
 RUN python -m venv /opt/kubenova \
  && /opt/kubenova/bin/pip install --no-cache-dir --disable-pip-version-check .
 
-FROM python:3.11-slim-bookworm
+FROM ${BASE}
 COPY --from=build /opt/kubenova /opt/kubenova
 ENV PATH=/opt/kubenova/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import logging
 import pathlib
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 import yaml
 
@@ -19,6 +23,8 @@ from kubenova import clock, faults
 from kubenova import settings as settings_mod
 from kubenova.api import crd
 from kubenova.observability import logs
+
+log = logging.getLogger(__name__)
 
 
 def write_crds(output_dir: pathlib.Path) -> list[pathlib.Path]:
@@ -178,8 +184,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.setup(level=acfg.log_level, log_format=acfg.log_format, node=acfg.node)
     faults.arm(acfg.fault)
     clock.set_skew(acfg.clock_skew_seconds)
-    asyncio.run(agent_main.run(acfg))
+    asyncio.run(_until_terminated(agent_main.run(acfg)))
     return 0
+
+
+async def _until_terminated(main: Coroutine[Any, Any, None]) -> None:
+    """Run `main` until it ends or SIGTERM/SIGINT cancels it, so its cleanup runs and the
+    process exits 0. In a pod the agent is PID 1, which the kernel sends no signal it has no
+    handler for: without this the kubelet's SIGTERM is ignored and the pod waits out its
+    whole termination grace period (found when the chart's pods first rolled). kopf
+    installs the same handlers for the controller."""
+    task = asyncio.ensure_future(main)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    log.info("stopped")
 
 
 if __name__ == "__main__":

@@ -17,21 +17,28 @@ hypervisors hold (their state files, drivers/fake.py). An empty list of violatio
 6. Convergence: `wait_converged` waits until every Instance is steady and returns how long
    it took, with a violation if the bound was exceeded.
 
-Reads are not atomic: the API is read before and after the state files, and an artefact
-counts as owned if either read shows its Migration live (the agents drop an artefact before
-they end its Migration, so a real orphan is unowned in both reads). The checks on a
-`Snapshot` are pure; tests/chaos/test_invariants.py feeds them hand-built objects.
+Each read of the API is at one etcd revision, every kind in it (`read_api`), so claims are
+counted as the controller counted them at that moment. The state files cannot be read
+with it: the API is read before and after them, and an artefact counts as owned if either
+read shows its Migration live (the agents drop an artefact before they end its Migration,
+so a real orphan is unowned in both reads). The checks on a `Snapshot` are pure;
+tests/chaos/test_invariants.py feeds them hand-built objects.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import http
+import http.client
 import json
 import pathlib
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
@@ -39,7 +46,12 @@ from tests.chaos.views import ZERO, Amount, Guest, Instance, Migration, Snapshot
 from tests.env import Env
 
 USAGE_SETTLE_SECONDS = 6.0  # the debounce (1 s) and a full sync (2 s), with room on 2 cores
-READ_TIMEOUT = "--request-timeout=5s"  # a down API server fails a read fast
+READ_TIMEOUT = 5.0  # seconds: a down API server fails a read fast
+API = "/apis/compute.kubenova.io/v1alpha1"
+# Reads the server asks to repeat (AgainError), Retry-After apart (1 s from kube-apiserver),
+# as client-go retries them; a compaction twice in a row does not happen in practice.
+READ_ATTEMPTS = 5
+PAGE = 500  # objects a list answer holds (kubectl's --chunk-size); more come in pages
 STEADY = frozenset({"ACTIVE", "SHUTOFF", "VERIFY_RESIZE", "ERROR"})
 
 
@@ -295,15 +307,94 @@ def orphans(snap: Snapshot) -> list[str]:
 
 
 def snapshot(env: Env) -> Snapshot:
-    """Read the API, every fake hypervisor's state file, the API again. Raises
-    AssertionError if the API server does not answer."""
-    first = env.kubectl.get_json("instances,migrations,hypervisors,flavors", "-A", READ_TIMEOUT)
+    """Read the API, every fake hypervisor's state file, the API again; each read of the
+    API at one revision (`read_api`). Raises AssertionError if the API server does not
+    answer."""
+    list_at = api_lister(env)
+    first = read_api(list_at, ("instances", "migrations", "hypervisors", "flavors"))
     guests = {
         path.name.removeprefix("hypervisor-").removesuffix(".json"): _read_state(path)
         for path in sorted(env.dir.glob("hypervisor-*.json"))
     }
-    later = env.kubectl.get_json("instances,migrations", "-A", READ_TIMEOUT)
-    return Snapshot.of(first["items"], guests, later["items"])
+    later = read_api(list_at, ("instances", "migrations"))
+    return Snapshot.of(first, guests, later)
+
+
+class AgainError(AssertionError):
+    """The API server asks for the read again: its revision is compacted away (410; the
+    watch-expiry fault compacts etcd), or it is busy or shutting down (429 Retry-After).
+    An AssertionError, as every read that fails is here, once the attempts are spent."""
+
+    def __init__(self, message: str, retry_after: float = 0.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+# plural, revision (None: the newest) -> the List as the API server answers it
+Lister = Callable[[str, str | None], dict[str, Any]]
+
+
+def read_api(list_at: Lister, plurals: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Every object of `plurals` as of one etcd revision: the first kind at the newest,
+    the others at exactly the revision that list answered at (etcd's revision is global).
+
+    Not `kubectl get a,b`: it lists one kind after another, each at its own revision, and
+    the controller's writes land in between. Seen in `make chaos` (seed 1864615412): an
+    Instance was listed just before its deletion freed its claim on node-4, the Migrations
+    just after the controller claimed that room for another instance, so node-4 looked
+    overcommitted although no revision ever held both claims."""
+    for attempt in range(READ_ATTEMPTS):
+        try:
+            return _read_at_one_revision(list_at, plurals)
+        except AgainError as exc:
+            if attempt == READ_ATTEMPTS - 1:
+                raise
+            time.sleep(exc.retry_after)
+    raise AssertionError("unreachable")
+
+
+def _read_at_one_revision(list_at: Lister, plurals: tuple[str, ...]) -> list[dict[str, Any]]:
+    first = list_at(plurals[0], None)
+    revision = first["metadata"]["resourceVersion"]
+    rest = [list_at(plural, revision) for plural in plurals[1:]]
+    return [item for found in (first, *rest) for item in found["items"]]
+
+
+def api_lister(env: Env) -> Lister:
+    """Raw lists of kubenova's kinds, all namespaces, as the admin: over HTTPS from this
+    process, not a kubectl per kind (six a snapshot, one every 0.3 s while converging, would
+    take the 2 cores from what is under test)."""
+    tls = env.plane.admin_context()
+
+    def get(query: str) -> dict[str, Any]:
+        url = f"{env.plane.server}{query}"
+        try:
+            with urllib.request.urlopen(url, context=tls, timeout=READ_TIMEOUT) as answer:
+                return json.loads(answer.read())  # type: ignore[no-any-return]
+        except urllib.error.HTTPError as exc:
+            why = f"GET {url}: {exc.code} {exc.reason}"
+            if exc.code == http.HTTPStatus.TOO_MANY_REQUESTS:  # kubectl would retry too
+                raise AgainError(why, float(exc.headers.get("Retry-After") or 0)) from exc
+            if exc.code == http.HTTPStatus.GONE:
+                raise AgainError(why) from exc
+            raise AssertionError(why) from exc
+        except (OSError, http.client.HTTPException) as exc:  # down, restarting, cut off
+            raise AssertionError(f"GET {url}: {exc!r}") from exc
+
+    def list_at(plural: str, revision: str | None) -> dict[str, Any]:
+        # A limit, as kubectl sends: a watch cache still initializing after a restart passes
+        # such a list to etcd, and answers one without it 429 for as long (seconds) as it is.
+        query = f"{API}/{plural}?limit={PAGE}"
+        exact = f"&resourceVersion={revision}&resourceVersionMatch=Exact" if revision else ""
+        found = get(query + exact)
+        token = found["metadata"].get("continue")
+        while token:  # the next page, at the revision of the first (the token holds it)
+            page = get(f"{query}&continue={urllib.parse.quote(token)}")
+            found["items"] += page["items"]
+            token = page["metadata"].get("continue")
+        return found
+
+    return list_at
 
 
 def _read_state(path: pathlib.Path) -> dict[str, Any]:

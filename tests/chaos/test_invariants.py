@@ -199,6 +199,83 @@ def test_a_reverted_migration_the_instance_still_names_claims_the_source() -> No
     assert invariants.unowned_artefacts(s) == []
 
 
+# --- 1. overcommit: claims as of one revision --------------------------------------------
+
+PLURALS = ("instances", "migrations", "hypervisors", "flavors")
+KINDS = dict(zip(PLURALS, ("Instance", "Migration", "Hypervisor", "Flavor"), strict=True))
+
+
+class History:
+    """A fake API server's objects, one list per etcd revision: a list at an exact revision
+    is answered from it, any other at the newest; each list lets the next revision land
+    (the controller writes while the checker reads)."""
+
+    def __init__(self, *revisions: list[dict[str, Any]]) -> None:
+        self.revisions = revisions
+        self.newest = 0
+        self.compacted: set[str] = set()  # revisions that answer 410 once
+
+    def list_at(self, plural: str, revision: str | None) -> dict[str, Any]:
+        at = self.newest if revision is None else int(revision)
+        self.newest = min(self.newest + 1, len(self.revisions) - 1)
+        if revision in self.compacted:
+            self.compacted.discard(revision)
+            raise invariants.AgainError(f"revision {revision} compacted")
+        items = [b for b in self.revisions[at] if b["kind"] == KINDS[plural]]
+        return {
+            "kind": f"{KINDS[plural]}List",
+            "metadata": {"resourceVersion": str(at)},
+            "items": items,
+        }
+
+    def kind_by_kind(self) -> list[dict[str, Any]]:
+        """What `kubectl get instances,migrations,...` read: each kind at its own revision."""
+        return [item for p in PLURALS for item in self.list_at(p, None)["items"]]
+
+
+NODES = [hv("node-a"), hv("node-b")]
+LARGE_ON_A = (
+    "overcommit: node-a claims Amount(vcpus=4, memory_mib=8192, disk_gib=80), "
+    "limit Amount(vcpus=8, memory_mib=4096, disk_gib=50)"
+)
+# vm1 holds node-a's memory and is being deleted; vm2 waits on node-b for room to resize.
+LEAVING = inst("vm1", 1, flavor=MEDIUM, phase="DELETING", deletionTimestamp="2026-12-01T00:00:00Z")
+WAITING = inst("vm2", 2, node="node-b", flavor=SMALL, spec_flavor="m1.medium")
+# vm2's resize onto node-a, claimed once vm1 is gone (or, a real double booking, while not).
+RESIZING = inst("vm2", 2, node="node-b", flavor=SMALL, spec_flavor="m1.medium", phase="RESIZE")
+ONTO_A = mig(
+    "vm2-m", 2, phase="pre-migrating", source="node-b", dest="node-a", old=SMALL, new=MEDIUM
+)
+
+
+@pytest.mark.parametrize(
+    ("revisions", "kind_by_kind", "one_revision"),
+    [
+        # make chaos, seed 1864615412: the Instances listed before vm1's deletion freed
+        # node-a, the Migrations after vm2's resize claimed it. No revision holds both.
+        ([[LEAVING, WAITING, *NODES], [RESIZING, ONTO_A, *NODES]], [LARGE_ON_A], []),
+        # The controller claims node-a while vm1 still holds it: an overcommit either way.
+        ([[LEAVING, RESIZING, ONTO_A, *NODES]], [LARGE_ON_A], [LARGE_ON_A]),
+    ],
+    ids=["deleted-then-claimed", "claimed-while-held"],
+)
+def test_claims_are_counted_at_one_revision(
+    revisions: list[list[dict[str, Any]]], kind_by_kind: list[str], one_revision: list[str]
+) -> None:
+    old_read = views.Snapshot.of(History(*revisions).kind_by_kind())
+    assert invariants.overcommitted(old_read) == kind_by_kind
+    new_read = views.Snapshot.of(invariants.read_api(History(*revisions).list_at, PLURALS))
+    assert invariants.overcommitted(new_read) == one_revision
+
+
+def test_a_read_at_a_compacted_revision_starts_again_at_a_newer_one() -> None:
+    api = History([LEAVING, WAITING, *NODES], [RESIZING, ONTO_A, *NODES])
+    api.compacted = {"0"}
+    found = invariants.read_api(api.list_at, ("instances", "migrations"))
+    # The second try lists Instances at revision 1, and the Migrations with them.
+    assert [b["metadata"]["name"] for b in found] == ["vm2", "vm2-m"]
+
+
 # --- 2. usage ----------------------------------------------------------------------------
 
 

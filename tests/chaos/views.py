@@ -217,7 +217,8 @@ class Guest:
 
 @dataclasses.dataclass(frozen=True)
 class Snapshot:
-    """One look at the cluster: the API, then the state files, then the API again."""
+    """One look at the cluster: the API, then the state files, then the API again (each
+    read of the API at one revision: invariants.read_api)."""
 
     instances: tuple[Instance, ...]
     migrations: tuple[Migration, ...]

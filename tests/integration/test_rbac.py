@@ -74,6 +74,7 @@ TABLE = [
     (CONTROLLER, "patch", "hypervisors/status", "", True),
     (CONTROLLER, "create", "hypervisors", "", False),
     (CONTROLLER, "list", "flavors", "", True),
+    (CONTROLLER, "get", "flavors", "", True),  # the webhook's read of a Flavor not yet watched
     (CONTROLLER, "patch", "flavors", "", False),
     (CONTROLLER, "create", "secrets", "default", False),
     (CONTROLLER, "create", "secrets", "tenant-a", False),

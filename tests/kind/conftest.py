@@ -1,43 +1,66 @@
-"""tests/kind runs against a kind cluster that hack/kind-e2e.sh (make kind-e2e) created
-with the chart installed; without Docker, or outside that script, it is skipped with the
-reason. The same scenarios run on every `make test` against the local control plane
-(tests/integration/test_actions.py, test_lifecycle.py)."""
+"""tests/kind runs against a kind cluster with the chart installed, as users run kubenova.
+
+Under hack/kind-e2e.sh (make kind-e2e) the cluster is the script's (KUBENOVA_KIND_KUBECONFIG).
+Under `make test` the first kind test brings one up itself with `hack/kind-e2e.sh up` (a
+Docker engine is installed and started when none answers) and deletes it at the end
+(KEEP_CLUSTER=1 keeps it). Only when no Docker engine can be had are these tests skipped,
+with hack/docker-engine.sh's reason. Every module takes `pytestmark = cluster.MARKS`
+(tests/kind/cluster.py): one pytest worker, one cluster.
+"""
 
 from __future__ import annotations
 
 import os
 import pathlib
-import shutil
 import subprocess
+from collections.abc import Iterator
 
 import pytest
 
 from tests import kube
 
+SCRIPT = kube.REPO / "hack" / "kind-e2e.sh"
+ENGINE = kube.REPO / "hack" / "docker-engine.sh"
+KUBECONFIG = kube.REPO / ".kubenova" / "kind" / "kubeconfig"
+NAMESPACE = "kubenova-system"
+RELEASE = "kubenova"
 
-def _docker_engine() -> bool:
-    if not shutil.which("docker"):
-        return False
-    probe = subprocess.run(["docker", "info"], capture_output=True, check=False, timeout=30)
-    return probe.returncode == 0
+
+def _run(*argv: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "KUBECONFIG"))}
+    return subprocess.run(
+        list(argv),
+        cwd=kube.REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=False,
+    )
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    here = pathlib.Path(__file__).parent
-    mine = [item for item in items if here in pathlib.Path(str(item.fspath)).parents]
-    if not mine:
+@pytest.fixture(scope="session")
+def kind_cluster() -> Iterator[pathlib.Path]:
+    """The kind cluster's kubeconfig: the script's, or one brought up for this session."""
+    given = os.environ.get("KUBENOVA_KIND_KUBECONFIG")
+    if given:
+        yield pathlib.Path(given)
         return
-    reason = ""
-    if not _docker_engine():
-        reason = "no Docker engine (docker info failed): kind cannot run here"
-    elif not os.environ.get("KUBENOVA_KIND_KUBECONFIG"):
-        reason = "needs the kind cluster of hack/kind-e2e.sh (make kind-e2e)"
-    if reason:
-        for item in mine:
-            item.add_marker(pytest.mark.skip(reason=reason))
+    engine = _run("bash", str(ENGINE), timeout=600)
+    if engine.returncode != 0:
+        pytest.skip(f"no Docker engine can be started here: {engine.stderr.strip()}")
+    # Cold: Kubernetes, etcd, CoreDNS, ... built from Go modules and the node image (tens
+    # of minutes, once per version); warm: a cluster and the chart in a few minutes.
+    up = _run("bash", str(SCRIPT), "up", timeout=5400)
+    assert up.returncode == 0, f"hack/kind-e2e.sh up failed:\n{up.stderr[-6000:]}"
+    try:
+        yield KUBECONFIG
+    finally:
+        if not os.environ.get("KEEP_CLUSTER"):
+            _run("bash", str(SCRIPT), "down", timeout=600)
 
 
 @pytest.fixture
-def cluster() -> kube.Kubectl:
-    """kubectl against the kind cluster."""
-    return kube.Kubectl(pathlib.Path(os.environ["KUBENOVA_KIND_KUBECONFIG"]))
+def kubectl(kind_cluster: pathlib.Path) -> kube.Kubectl:
+    """kubectl against the kind cluster (here, in place of the local control plane's)."""
+    return kube.Kubectl(kind_cluster)

@@ -300,6 +300,7 @@ async def _report(node: Node, inst: instance.Instance) -> None:
     if info is None:
         return
     report = {
+        "node": node.name,
         "powerState": info.power.value,
         "vcpus": info.vcpus,
         "memoryMiB": info.memory_mib,
@@ -309,6 +310,7 @@ async def _report(node: Node, inst: instance.Instance) -> None:
     same = (
         current is not None
         and {
+            "node": current.node,
             "powerState": current.power_state.value,
             "vcpus": current.vcpus,
             "memoryMiB": current.memory_mib,

@@ -105,6 +105,14 @@ class InstanceSpec(common.Model):
 class HostStatus(common.Model):
     """What the hypervisor really runs. Written by the agent of status.node only."""
 
+    node: str | None = pydantic.Field(
+        default=None,
+        description=(
+            "The node whose agent made this report. Only a report of status.node describes "
+            "the instance: one from another node (the source of a move, written from a "
+            "stale cache) is disregarded until that node's own arrives."
+        ),
+    )
     power_state: PowerState = pydantic.Field(description="Observed power state of the guest.")
     vcpus: int = pydantic.Field(ge=0, description="vCPUs the guest definition has.")
     memory_mib: int = pydantic.Field(
@@ -194,6 +202,13 @@ class InstanceStatus(common.Model):
             "instance after deletion began. Each key is written by that node's agent only."
         ),
     )
+
+    def node_report(self) -> HostStatus | None:
+        """status.host when the agent of status.node made it (or an agent too old to say
+        which node it is): what the instance's own node runs."""
+        if self.host is None or self.host.node in (None, self.node):
+            return self.host
+        return None
 
 
 class Instance(common.Model):

@@ -145,7 +145,13 @@ async def run(cfg: settings_mod.Controller) -> None:
 
     server = await probes.serve(cfg.metrics_port) if cfg.metrics_port else None
     try:
-        await kopf.operator(clusterwide=True, standalone=True, memo=kopf.Memo(runtime=rt))
+        # Our identity, not kopf's guess: it asks the passwd database for the user, and the
+        # image's uid 65532 has no entry there (found when the chart's pods first ran).
+        # (kopf's Identity is a NewType of str that kopf does not export.)
+        identity: Any = cfg.identity
+        await kopf.operator(
+            clusterwide=True, standalone=True, identity=identity, memo=kopf.Memo(runtime=rt)
+        )
     finally:
         if server is not None:
             await server.cleanup()

@@ -120,7 +120,7 @@ def _spawning(obs: Observed) -> plan.Plan:
     inst, d = obs.instance, Draft(obs.instance, obs.now)
     d.label(names.LABEL_NODE, inst.status.node)
     d.ensure_finalizer()
-    host = inst.status.host
+    host = inst.status.node_report()
     if host is not None:
         settle_power(d, host.power_state)
         d.event(Info, "Spawned", f"guest {host.power_state.value.lower()} on {inst.status.node}")
@@ -147,7 +147,7 @@ def _steady(obs: Observed, placement: scheduler.Decision | None) -> plan.Plan:
             f"in VERIFY_RESIZE, the instance is {st.phase}",
         )
 
-    host = st.host
+    host = st.node_report()
     if st.phase not in (Phase.RESIZE, Phase.VERIFY_RESIZE, Phase.REVERT_RESIZE):
         d.field("migrationRef", None)
         d.field("previousFlavor", None)
@@ -213,7 +213,7 @@ def _steady(obs: Observed, placement: scheduler.Decision | None) -> plan.Plan:
 def _stopped_by_itself(inst: instance.Instance) -> bool:
     """ACTIVE and idle, the user wants it running, and the node reports it stopped, in a
     report made after the instance was last seen running (not a stale one)."""
-    st, host = inst.status, inst.status.host
+    st, host = inst.status, inst.status.node_report()
     ready = conditions.find(st.conditions, C.READY.value)
     return (
         st.phase is Phase.ACTIVE
@@ -229,7 +229,7 @@ def _stopped_by_itself(inst: instance.Instance) -> bool:
 
 def _reported_since_failure(inst: instance.Instance) -> bool:
     failed = conditions.find(inst.status.conditions, C.RESIZE_FAILED.value)
-    host = inst.status.host
+    host = inst.status.node_report()
     return host is not None and (
         failed is None or observed.reported_after(host, failed.last_transition_time)
     )

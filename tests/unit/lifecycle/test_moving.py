@@ -107,14 +107,18 @@ def test_a_revert_waits_for_a_down_destination_and_says_so() -> None:
     assert p.requeue_after == lc.moving.NODE_RECHECK_SECONDS
 
 
-def test_a_guest_that_stopped_by_itself_stops_the_instance() -> None:
-    ready = {
+def _ready_since(when: datetime.datetime) -> dict[str, str]:
+    return {
         "type": "Ready",
         "status": "True",
         "reason": "Running",
         "message": "",
-        "lastTransitionTime": m.T0.isoformat(),
+        "lastTransitionTime": when.isoformat(),
     }
+
+
+def test_a_guest_that_stopped_by_itself_stops_the_instance() -> None:
+    ready = _ready_since(m.T0)
     stopped = m.active(host=m.host(power="Stopped", at=at(30)), conditions=[ready])
     i = m.inst(status=stopped, labels={names.LABEL_NODE: "node-a"})
     p = lc.decide(obs(i))
@@ -124,14 +128,21 @@ def test_a_guest_that_stopped_by_itself_stops_the_instance() -> None:
     assert reasons(p) == ["StoppedByGuest"]
 
 
+@pytest.mark.parametrize(("reporter", "stops"), [("node-a", True), ("node-b", False)])
+def test_only_the_instance_node_report_can_stop_it(reporter: str, stops: bool) -> None:
+    """Found in kind: after a move to node-a was confirmed, the source node-b, its cache a
+    step behind, reported its stopped copy, and the running guest on node-a was taken for
+    one that stopped by itself."""
+    ready = _ready_since(m.T0)
+    report = {**m.host(power="Stopped", at=at(30)), "node": reporter}
+    stopped = m.active(node="node-a", host=report, conditions=[ready])
+    p = lc.decide(obs(m.inst(status=stopped, labels={names.LABEL_NODE: "node-a"})))
+    assert (reasons(p) == ["StoppedByGuest"]) is stops
+    assert (p.main == {"spec": {"powerState": "Stopped"}}) is stops
+
+
 def test_a_stale_stopped_report_does_not_stop_the_instance() -> None:
-    ready = {
-        "type": "Ready",
-        "status": "True",
-        "reason": "Running",
-        "message": "",
-        "lastTransitionTime": at(60).isoformat(),
-    }
+    ready = _ready_since(at(60))
     stale = m.active(host=m.host(power="Stopped", at=at(30)), conditions=[ready])
     p = lc.decide(obs(m.inst(status=stale, labels={names.LABEL_NODE: "node-a"})))
     assert p.main is None or "spec" not in p.main
@@ -147,13 +158,7 @@ def test_a_skewed_node_clock_cannot_make_a_stale_report_stop_the_guest(
 ) -> None:
     """The node's clock is an hour ahead (observedAt far after Ready): only the transition
     it echoes tells a fresh Stopped report from a stale one."""
-    ready = {
-        "type": "Ready",
-        "status": "True",
-        "reason": "Running",
-        "message": "",
-        "lastTransitionTime": m.T0.isoformat(),
-    }
+    ready = _ready_since(m.T0)
     report = m.host(power="Stopped", at=at(3600))
     if seen is not None:
         report["seenTransition"] = at(seen).isoformat()

@@ -90,17 +90,48 @@ class Helm:
 
 
 def service_account_kubeconfig(
-    kubectl: kube.Kubectl, service_account: str, path: pathlib.Path
+    kubectl: kube.Kubectl, service_account: str, path: pathlib.Path, *, node: str | None = None
 ) -> pathlib.Path:
     """A kubeconfig that authenticates as the chart's ServiceAccount (a TokenRequest token),
-    so a process runs with exactly the chart's RBAC."""
-    token = kubectl("create", "token", service_account, "-n", NAMESPACE, "--duration=1h").strip()
+    so a process runs with exactly the chart's RBAC. `node`: the token is bound to a pod on
+    that node, as a DaemonSet pod's own token is (the chart's node policy needs it)."""
+    bound = (
+        ["--bound-object-kind=Pod", f"--bound-object-name={pod_on(kubectl, node)}"] if node else []
+    )
+    token = kubectl(
+        "create", "token", service_account, "-n", NAMESPACE, "--duration=1h", *bound
+    ).strip()
     config = yaml.safe_load(kubectl.kubeconfig.read_text())
     config["users"] = [{"name": service_account, "user": {"token": token}}]
     for context in config["contexts"]:
         context["context"]["user"] = service_account
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+def pod_on(kubectl: kube.Kubectl, node: str, service_account: str = "kubenova-agent") -> str:
+    """A pod of `service_account` bound to `node` (a Node object is made if there is none),
+    for node-bound tokens on an API server without kubelets: it never runs, and tolerates
+    every taint so the node lifecycle controller never evicts it (which would void them)."""
+    node_manifest = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": node}}
+    if not kubectl.run("get", "node", node).ok:
+        assert kubectl.apply(node_manifest).ok
+    name = f"{service_account}-{node}"
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {
+            "nodeName": node,
+            "serviceAccountName": service_account,
+            "tolerations": [{"operator": "Exists"}],
+            "containers": [{"name": "placeholder", "image": "kubenova/agent:never-runs"}],
+        },
+    }
+    if not kubectl.run("get", "pod", "-n", NAMESPACE, name).ok:
+        created = kubectl.apply(pod)
+        assert created.ok, created.stderr
+    return name
 
 
 def secret_data(kubectl: kube.Kubectl, name: str) -> dict[str, bytes]:

@@ -109,7 +109,9 @@ def kubectl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[kube.Kubectl]:
     with controlplane.running(directory, controller_manager=False) as plane:
         client = kube.Kubectl(plane.kubeconfig)
         client("create", "namespace", "tenant-a")
-        result = helm.Helm(plane.kubeconfig).install(VALUES)
+        # RBAC alone: the node policy (tests/integration/test_node_policy.py) would refuse
+        # the unbound tokens of these requests before RBAC had its say.
+        result = helm.Helm(plane.kubeconfig).install({**VALUES, "nodePolicy.enabled": "false"})
         assert result.ok, result.stderr
         yield client
 
@@ -190,13 +192,14 @@ def test_resize_and_migrate_run_with_only_the_chart_permissions(tmp_path: pathli
         as_controller = helm.service_account_kubeconfig(
             env.kubectl, "kubenova-controller", tmp_path / "controller.kubeconfig"
         )
-        as_agent = helm.service_account_kubeconfig(
-            env.kubectl, "kubenova-agent", tmp_path / "agent.kubeconfig"
-        )
         env.start_controller(
             webhook=False, environ={"KUBECONFIG": str(as_controller), "POD_NAMESPACE": NS}
         )
         for node in ("node-a", "node-b"):
+            # Each agent with a token bound to its node, as a DaemonSet pod has (node policy).
+            as_agent = helm.service_account_kubeconfig(
+                env.kubectl, "kubenova-agent", tmp_path / f"agent-{node}.kubeconfig", node=node
+            )
             env.start_agent(node, environ={"KUBECONFIG": str(as_agent), "POD_NAMESPACE": NS})
         env.create("demo")
         env.wait_phase("demo", "ACTIVE")

@@ -4,8 +4,9 @@ Under hack/kind-e2e.sh (make kind-e2e) the cluster is the script's (KUBENOVA_KIN
 Under `make test` the first kind test brings one up itself with `hack/kind-e2e.sh up` (a
 Docker engine is installed and started when none answers) and deletes it at the end
 (KEEP_CLUSTER=1 keeps it). Only when no Docker engine can be had are these tests skipped,
-with hack/docker-engine.sh's reason. Every module takes `pytestmark = cluster.MARKS`
-(tests/kind/cluster.py): one pytest worker, one cluster.
+with hack/docker-engine.sh's reason. `make test` runs them after the rest, on their own
+(a kind cluster's guests beside the e2e tests' would starve both on 2 cores); every module
+takes `pytestmark = cluster.MARKS` (tests/kind/cluster.py): one worker, one cluster.
 """
 
 from __future__ import annotations

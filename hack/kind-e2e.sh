@@ -63,9 +63,12 @@ kubenova_images() {
   for image in controller agent; do
     if ! docker image inspect "kubenova/$image:$TAG" >/dev/null 2>&1; then
       log "building kubenova/$image:$TAG on $PYTHON_BASE"
-      DOCKER_BUILDKIT=0 docker build -q -f "images/$image.Dockerfile" --build-arg "BASE=$PYTHON_BASE" \
-        -t "kubenova/$image:$TAG" . >/dev/null
+      DOCKER_BUILDKIT=0 docker build -q --force-rm -f "images/$image.Dockerfile" \
+        --build-arg "BASE=$PYTHON_BASE" -t "kubenova/$image:$TAG" . >/dev/null
     fi
+    # Earlier builds of this checkout's images (their layers are shared; the tags are not).
+    docker images --format '{{.Repository}}:{{.Tag}}' "kubenova/$image" | grep ':kind-' \
+      | grep -vx "kubenova/$image:$TAG" | xargs -r docker rmi >/dev/null || true
     echo "image kubenova/$image:$TAG $(docker image inspect -f '{{.Size}}' "kubenova/$image:$TAG") bytes" \
       >>"$TIMINGS"
   done

@@ -32,7 +32,7 @@ build() { # image key context dockerfile [build-arg...]
   shift 4
   current "$image" "$key" && return 0
   log "building $image"
-  docker build -q --label "io.kubenova.inputs=$key" -f "$dockerfile" -t "$image" "$@" "$context" >/dev/null
+  docker build -q --force-rm --label "io.kubenova.inputs=$key" -f "$dockerfile" -t "$image" "$@" "$context" >/dev/null
   echo "image:$image $((SECONDS - start))" >>"$KIND_CACHE/timings"
 }
 scratch_image() { # image binary path-in-image [entrypoint]

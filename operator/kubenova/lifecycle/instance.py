@@ -292,6 +292,11 @@ def _start_move(
     d.label(names.LABEL_SOURCE_NODE, st.node)
     d.label(names.LABEL_DEST_NODE, placement.node)
     d.phase(Phase.RESIZE, TaskState.RESIZE_PREP)
+    # Not Ready while it moves (a cold move powers the guest off), and Ready again from
+    # VERIFY_RESIZE on: a new transition, so no report the node made before it (the
+    # source's, of its stopped original) can pass for the state after the move.
+    if conditions.is_true(st.conditions, C.READY.value):
+        d.condition(C.READY, S.FALSE, "Moving", f"the guest moves to {placement.node}")
     d.field("previousFlavor", st.flavor)
     d.field("migrationCount", sequence)
     failed = C.MIGRATE_FAILED if is_migrate else C.RESIZE_FAILED

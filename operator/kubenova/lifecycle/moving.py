@@ -211,6 +211,11 @@ def _verify(obs: Observed, d: Draft, mig: migration.Migration) -> plan.Plan:
     )
     if action == names.ResizeAction.REVERT or wants_old:
         d.phase(Phase.REVERT_RESIZE, TaskState.RESIZE_REVERTING)
+        # Not Ready while the copy stops and the original starts; Ready again when the
+        # revert ends is a new transition: the original's report from before the move (a
+        # stopped guest) no longer passes for now (found in CI: StoppedByGuest after it).
+        if conditions.is_true(inst.status.conditions, C.READY.value):
+            d.condition(C.READY, S.FALSE, "Reverting", f"the original starts on {spec.source_node}")
         if spec.type is migration.MigrationType.RESIZE:
             d.set_flavor(spec.old_flavor.name)
         d.event(Info, "RevertResize", f"reverting to {spec.old_flavor.name} on {spec.source_node}")

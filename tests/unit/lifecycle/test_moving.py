@@ -4,6 +4,7 @@ down while a confirm or a revert waits for it, a guest that stops by itself."""
 from __future__ import annotations
 
 import datetime
+from typing import Any
 
 import pytest
 
@@ -11,7 +12,7 @@ from kubenova.api import names
 from kubenova.lifecycle import instance as lc
 from kubenova.lifecycle import plan
 from tests import models as m
-from tests.unit.lifecycle.test_instance import obs, reasons, verifying
+from tests.unit.lifecycle.test_instance import PLACED_B, obs, reasons, verifying
 
 P = lc.moving.MPhase
 CONFIRM = {names.ANNOTATION_RESIZE: "confirm"}
@@ -167,3 +168,31 @@ def test_a_skewed_node_clock_cannot_make_a_stale_report_stop_the_guest(
     status = m.active(host=report, conditions=[ready])
     p = lc.decide(obs(m.inst(status=status, labels={names.LABEL_NODE: "node-a"})))
     assert (p.main == {"spec": {"powerState": "Stopped"}}) is stops
+
+
+def start_ready(conditions: list[dict[str, str]]) -> list[Any]:
+    return m.inst(status=m.active(conditions=conditions)).status.conditions
+
+
+def test_ready_goes_false_for_a_move_and_a_revert() -> None:
+    """A cold move and a revert each end in a new Ready transition: a report the node made
+    before it (the source's, of its stopped original; found in CI: StoppedByGuest right
+    after a revert) is older than that transition and cannot pass for the guest's state."""
+    ready = [_ready_since(m.T0)]
+    start = lc.decide(
+        obs(m.inst(flavor="m1.small", status=m.active(conditions=ready),
+                   labels={names.LABEL_NODE: "node-a"})),
+        PLACED_B,
+    )  # fmt: skip
+    assert start.create_migration is not None
+    moving = next(c for c in start.status["conditions"] if c["type"] == "Ready")  # type: ignore[index]
+    assert (moving["status"], moving["reason"]) == ("False", "Moving")
+
+    asked = verifying(annotations={names.ANNOTATION_RESIZE: "revert"})
+    asked = asked.model_copy(
+        update={"status": asked.status.model_copy(update={"conditions": start_ready(ready)})}
+    )
+    revert = lc.decide(obs(asked, migration=m.mig("finished")))
+    assert revert.migration_phase is not None
+    reverting = next(c for c in revert.status["conditions"] if c["type"] == "Ready")  # type: ignore[index]
+    assert (reverting["status"], reverting["reason"]) == ("False", "Reverting")

@@ -37,9 +37,10 @@ stage docker-engine bash hack/docker-engine.sh >&2 || {
   exit 1
 }
 if [[ "$what" == down ]]; then
-  images=$(bash hack/kind/node-image.sh) && eval "$images"
-  export KIND
-  bash hack/kind/cluster.sh delete
+  # Only kind itself: deleting a cluster needs no image (node-image.sh would check or build
+  # them all).
+  source hack/kind/versions.sh
+  KIND="$(bash hack/kind/build-binaries.sh kind)/kind-$KIND_VERSION" bash hack/kind/cluster.sh delete
   exit 0
 fi
 

@@ -53,6 +53,11 @@ def pods(kubectl: kube.Kubectl, selector: str) -> list[dict[str, Any]]:
     return listed["items"]  # type: ignore[no-any-return]
 
 
+def pod_ready(pod: dict[str, Any]) -> bool:
+    conditions = pod["status"].get("conditions", [])
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
 def agent_pod(kubectl: kube.Kubectl, node: str) -> str:
     found = [p["metadata"]["name"] for p in pods(kubectl, AGENT) if p["spec"]["nodeName"] == node]
     assert len(found) == 1, f"agent pods on {node}: {found}"

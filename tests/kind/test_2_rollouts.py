@@ -40,13 +40,7 @@ def _agents_restarted(kubectl: kube.Kubectl, before: set[str]) -> list[str] | No
     """The agent pods, once none of `before` is left and all are Ready."""
     now = cluster.pods(kubectl, cluster.AGENT)
     names = {p["metadata"]["name"] for p in now}
-    ready = all(
-        any(
-            c["type"] == "Ready" and c["status"] == "True"
-            for c in p["status"].get("conditions", [])
-        )
-        for p in now
-    )
+    ready = all(cluster.pod_ready(p) for p in now)
     return sorted(names) if names and not names & before and ready and len(now) == 2 else None
 
 

@@ -14,11 +14,6 @@ from tests.kind import cluster
 pytestmark = cluster.MARKS
 
 
-def _ready(pod: dict[str, Any]) -> bool:
-    conditions = pod["status"].get("conditions", [])
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
-
-
 def _restarts(pod: dict[str, Any]) -> int:
     return sum(c.get("restartCount", 0) for c in pod["status"].get("containerStatuses", []))
 
@@ -37,7 +32,7 @@ def test_pods_ready_one_leader_no_restarts(kubectl: kube.Kubectl) -> None:
     assert sorted(p["spec"]["nodeName"] for p in agents) == workers  # one per worker
     for pod in controllers + agents:
         name = pod["metadata"]["name"]
-        assert _ready(pod), f"{name} is not Ready: {pod['status']}"
+        assert cluster.pod_ready(pod), f"{name} is not Ready: {pod['status']}"
         assert _restarts(pod) == 0, f"{name} restarted {_restarts(pod)} times"
     assert cluster.leader(kubectl) in {p["metadata"]["name"] for p in controllers}
 

@@ -30,6 +30,9 @@ def test_an_apiserver_restart_mid_cross_node_resize_keeps_the_guest(
             pass
         inst = env.wait_phase("vm", "VERIFY_RESIZE", timeout=240)
         assert inst["status"]["node"] == "node-b"
+        # Its first boot there, reported before the reboot below (a power-off mid-boot
+        # would leave the reboot's report the first, not the second).
+        assert guest.boots(env, "node-b", uuid, 1).cpus == 2
         env.annotate("vm", "resize", "confirm")
         inst = env.wait_phase("vm", "ACTIVE", timeout=120)
         assert (inst["status"]["node"], inst["status"]["flavor"]["name"]) == ("node-b", "e2e.two")

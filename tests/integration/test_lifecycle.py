@@ -76,6 +76,29 @@ def test_resize_then_revert_restores_the_old_flavor(env: Env) -> None:
     usage_is(env, "node-a", TINY)
 
 
+def test_the_node_reports_the_original_before_the_revert_ends(env: Env) -> None:
+    """Whoever sees the revert over (ACTIVE) sees the original's sizes in status.host: the
+    node reports them before it writes the phase that ends the revert. Killed between the
+    two, the report is there and the phase is not (CI once saw ACTIVE beside 2048 MiB)."""
+    env.start_controller()
+    env.start_agent("node-a")
+    env.create("vm")
+    env.wait_phase("vm", "ACTIVE")
+    assert env.resize("vm", "m1.small").ok
+    assert env.wait_phase("vm", "VERIFY_RESIZE")["status"]["host"]["memoryMiB"] == 2048
+    env.agents["node-a"].stop()
+    agent = env.start_agent("node-a", fault="agent:source-reverted")
+
+    env.annotate("vm", "resize", "revert")
+    assert agent.wait_exit(60) == -9  # SIGKILL at the point after the original started
+    inst = env.instance("vm")
+    assert inst["status"]["phase"] == "REVERT_RESIZE"
+    assert inst["status"]["host"]["memoryMiB"] == 512
+    env.start_agent("node-a")
+    assert env.wait_phase("vm", "ACTIVE")["status"]["host"]["memoryMiB"] == 512
+    assert env.migrations()[0]["status"]["phase"] == "reverted"
+
+
 def test_cross_host_resize_when_the_source_is_full_then_confirm(env: Env) -> None:
     env.start_controller()
     env.start_agent("node-a", ROOM_FOR_TINY)

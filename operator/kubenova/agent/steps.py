@@ -141,6 +141,7 @@ async def _run(node: Node, obs: duties.Observed, task: duties.Task) -> migration
             await _receive_disk(node, mig, _owner(inst))
         guest = _guest(inst, spec.new_flavor, uuid, spec.power_on)
         await node.driver.finish_migration(guest, migration=uid, same_host=same)
+        await _report(node, inst)  # before the phase: whoever sees VERIFY_RESIZE sees the copy
         faults.point("agent", "dest-finished")
     elif duty is Duty.CONFIRM:
         await node.driver.confirm_migration(uuid, migration=uid, same_host=same)
@@ -158,6 +159,7 @@ async def _run(node: Node, obs: duties.Observed, task: duties.Task) -> migration
         assert inst is not None
         guest = _guest(inst, spec.old_flavor, uuid, spec.power_on)
         await node.driver.finish_revert_migration(guest, migration=uid, same_host=same)
+        await _report(node, inst)  # before the phase: whoever sees ACTIVE sees the original
         if work.to is not None:
             faults.point("agent", "source-reverted")
     if work.marks:

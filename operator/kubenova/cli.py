@@ -72,6 +72,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     ctl.add_argument("--identity", help="leader election identity (default: host-pid)")
     ctl.add_argument("--workers", type=int, help="reconciles in flight (default 8)")
+    ctl.add_argument(
+        "--transfer-ca-dir", help="sign the agents' transfer certificates with tls.crt/tls.key here"
+    )
+    ctl.add_argument(
+        "--transfer-agents",
+        type=lambda text: tuple(n for n in text.split(",") if n),
+        help="comma-separated usernames whose node-bound requests are signed",
+    )
 
     agent = sub.add_parser("agent", help="run a node agent")
     _observability_flags(agent)
@@ -97,6 +105,11 @@ def _parser() -> argparse.ArgumentParser:
         "--transfer-key-file",
         help="the key transfer tokens are derived from, the same on every node",
     )
+    agent.add_argument(
+        "--transfer-ca-file",
+        help="TLS: the CA of every agent's transfer certificate (serve and pull over HTTPS)",
+    )
+    agent.add_argument("--transfer-cert-seconds", type=float, help="TLS: validity asked for")
     agent.add_argument(
         "--state-file",
         dest="fake_state_file",

@@ -11,6 +11,7 @@ import dataclasses
 import datetime
 import ipaddress
 import pathlib
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -34,6 +35,16 @@ def _pem_key(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
 
 def _pem_cert(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _usage(**granted: bool) -> x509.KeyUsage:
+    """Key usage: digital signature plus what is `granted`, nothing else."""
+    flags = dict.fromkeys(
+        ("content_commitment", "key_encipherment", "data_encipherment", "key_agreement",
+         "key_cert_sign", "crl_sign", "encipher_only", "decipher_only"),
+        False,
+    )  # fmt: skip
+    return x509.KeyUsage(digital_signature=True, **{**flags, **granted})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,20 +73,7 @@ class Authority:
             .not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + VALIDITY)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
+            .add_extension(_usage(key_cert_sign=True, crl_sign=True), critical=True)
             .sign(key, hashes.SHA256())
         )
         path = directory / f"{name}.crt"
@@ -136,3 +134,52 @@ def service_account_keys(directory: pathlib.Path) -> Pair:
         )
     )
     return pair
+
+
+# --- the agents' transfer certificates (CertificateSigningRequests) ----------------------
+
+
+def transfer_request(node: str) -> tuple[bytes, bytes]:
+    """A fresh key and a certificate request for `node` (CN and the one DNS name): what an
+    agent asks the controller's signer for. Returns (key PEM, request PEM)."""
+    key = _key()
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, node)]))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(node)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return _pem_key(key), csr.public_bytes(serialization.Encoding.PEM)
+
+
+def load_authority(cert_pem: bytes, key_pem: bytes) -> tuple[x509.Certificate, Any]:
+    """A CA from PEM (the chart's: Helm's genCA makes RSA keys; ours are ECDSA)."""
+    return x509.load_pem_x509_certificate(cert_pem), serialization.load_pem_private_key(
+        key_pem, password=None
+    )
+
+
+def sign_request(
+    ca_cert: x509.Certificate, ca_key: Any, request_pem: bytes, validity: datetime.timedelta
+) -> bytes:
+    """The serving certificate for an approved request: its subject, its names and key,
+    server auth only, valid from a little before now for `validity`. Returns PEM."""
+    csr = x509.load_pem_x509_csr(request_pem)
+    names = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    now = datetime.datetime.now(datetime.UTC)
+    rsa_key = isinstance(csr.public_key(), rsa.RSAPublicKey)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(csr.subject)
+        .issuer_name(ca_cert.subject)
+        .public_key(csr.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))  # clocks a little behind
+        .not_valid_after(now + validity)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_usage(key_encipherment=rsa_key), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(names, critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    return _pem_cert(cert)

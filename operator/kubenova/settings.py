@@ -22,6 +22,10 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     return env.get(name, str(default)).lower() in ("1", "true", "yes", "on")
 
 
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(n.strip() for n in text.split(",") if n.strip())
+
+
 def parse_capacity(text: str) -> Amount:
     """`vcpus=8,memoryMiB=16384,diskGiB=200` -> Amount."""
     fields = dict(part.split("=", 1) for part in text.split(",") if part)
@@ -78,6 +82,12 @@ class Controller(Common):
     identity: str = dataclasses.field(
         default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}"
     )
+    # The agents' transfer certificates: the CA (tls.crt, tls.key) the leader signs them
+    # with; empty: no signer. Only requests from these usernames (the agent ServiceAccount)
+    # with a token bound to the node they name are signed, for at most this long.
+    transfer_ca_dir: str = ""
+    transfer_agents: tuple[str, ...] = ()
+    transfer_cert_max_seconds: float = 30 * 24 * 3600.0
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -118,6 +128,12 @@ class Agent(Common):
     # The key every agent derives migrations' transfer tokens from (a file: the chart mounts
     # it from a Secret). Needed on both ends of a cross-node move that carries a disk.
     transfer_key_file: str = ""
+    # TLS for the transfer: the CA that signs every agent's serving certificate. Set, the
+    # agent serves disks over HTTPS with a certificate for its node from the controller's
+    # signer (a CertificateSigningRequest), and pulls only from sources whose certificate
+    # this CA signed for the source's node name.
+    transfer_ca_file: str = ""
+    transfer_cert_seconds: float = 7 * 24 * 3600.0  # asked for; renewed at two thirds
     workers: int = 4
     # Scale benchmarks: one process simulates `node_count` nodes named `<node>NNNN`, each
     # with its own fake hypervisor and its own label-selected watches. 0: one node, `node`.
@@ -156,6 +172,9 @@ def controller_from_env(env: Mapping[str, str] | None = None, **overrides: objec
         "leader_election": _bool(env, "KUBENOVA_LEADER_ELECTION", True),
         "lease_namespace": env.get("POD_NAMESPACE", "default"),
         "lease_duration_seconds": _float(env, "KUBENOVA_LEASE_DURATION_SECONDS", 15.0),
+        "transfer_ca_dir": env.get("KUBENOVA_TRANSFER_CA_DIR", ""),
+        "transfer_agents": _names(env.get("KUBENOVA_TRANSFER_AGENTS", "")),
+        "transfer_cert_max_seconds": _float(env, "KUBENOVA_TRANSFER_CERT_MAX_SECONDS", 2592000.0),
     }
     if env.get("POD_NAME"):  # in a pod: the pod name says which replica leads
         values["identity"] = env["POD_NAME"]
@@ -188,6 +207,8 @@ def agent_from_env(env: Mapping[str, str] | None = None, **overrides: object) ->
         "transfer_port": int(env.get("KUBENOVA_TRANSFER_PORT", 0)),
         "transfer_host": env.get("POD_IP", "127.0.0.1"),
         "transfer_key_file": env.get("KUBENOVA_TRANSFER_KEY_FILE", ""),
+        "transfer_ca_file": env.get("KUBENOVA_TRANSFER_CA_FILE", ""),
+        "transfer_cert_seconds": _float(env, "KUBENOVA_TRANSFER_CERT_SECONDS", 604800.0),
         "fake_latency_seconds": _float(env, "KUBENOVA_FAKE_LATENCY_SECONDS", 0.0),
         "workers": int(env.get("KUBENOVA_WORKERS", 4)),
     }

@@ -64,6 +64,12 @@ TABLE = [
     (AGENT, "update", "leases", "kube-system", False),
     (AGENT, "create", "leases", "default", False),
     (AGENT, "delete", "leases", NS, False),
+    # Its transfer certificate: it asks and reads the answer; it cannot approve or sign.
+    (AGENT, "create", "certificatesigningrequests", "", True),
+    (AGENT, "get", "certificatesigningrequests", "", True),
+    (AGENT, "update", "certificatesigningrequests/approval", "", False),
+    (AGENT, "update", "certificatesigningrequests/status", "", False),
+    (AGENT, "delete", "certificatesigningrequests", "", False),
     # The controller decides: Instances, Migrations, usage, its Lease. No Secrets.
     (CONTROLLER, "patch", "instances", "default", True),
     (CONTROLLER, "patch", "instances/status", "default", True),
@@ -89,6 +95,12 @@ TABLE = [
     (CONTROLLER, "update", "leases/kubenova-node-node-a", NS, False),
     (CONTROLLER, "create", "validatingwebhookconfigurations", "", False),
     (CONTROLLER, "list", "customresourcedefinitions", "", True),
+    # The transfer signer: reads requests, approves or denies, signs; asks for nothing.
+    (CONTROLLER, "watch", "certificatesigningrequests", "", True),
+    (CONTROLLER, "update", "certificatesigningrequests/approval", "", True),
+    (CONTROLLER, "update", "certificatesigningrequests/status", "", True),
+    (CONTROLLER, "create", "certificatesigningrequests", "", False),
+    (CONTROLLER, "delete", "certificatesigningrequests", "", False),
     # Neither touches the API itself or grants itself more.
     (CONTROLLER, "delete", "customresourcedefinitions", "", False),
     (AGENT, "delete", "customresourcedefinitions", "", False),
@@ -120,11 +132,8 @@ def kubectl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[kube.Kubectl]:
 def test_can_i(kubectl: kube.Kubectl, row: tuple[str, str, str, str, bool]) -> None:
     who, verb, resource, namespace, allowed = row
     where = {"": [], "*": ["--all-namespaces"]}.get(namespace, ["-n", namespace])
-    what = (
-        [resource.removesuffix("/status"), "--subresource=status"]
-        if resource.endswith("/status")
-        else [resource]
-    )
+    kind, _, sub = resource.partition("/")
+    what = [kind, f"--subresource={sub}"] if sub in ("status", "approval") else [resource]
     result = kubectl.run("auth", "can-i", verb, *what, *where, f"--as={who}")
     answer = result.stdout.strip()
     assert answer == ("yes" if allowed else "no"), f"{who} {verb} {resource}: {result}"

@@ -1,13 +1,16 @@
-"""The cross-node disk hand-off over real HTTP on loopback: sparse, authenticated,
-checksummed; refuses bad requests; a corrupted transfer leaves nothing and loses nothing."""
+"""The cross-node disk hand-off over real HTTP(S) on loopback: sparse, authenticated,
+checksummed; refuses bad requests; a corrupted transfer leaves nothing and loses nothing;
+over TLS a destination accepts only a source the transfer CA signed for its node."""
 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import hashlib
 import json
 import os
 import pathlib
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -15,7 +18,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from kubenova.agent import transfer
+from kubenova import pki
+from kubenova.agent import certificate, transfer
 
 TOKEN = "s3cr3t-per-migration"
 MIB = 1 << 20
@@ -40,7 +44,10 @@ def digest(path: pathlib.Path) -> str:
 
 
 def serve(
-    source: pathlib.Path, test: Callable[[str], Awaitable[Any]], corrupt: bool = False
+    source: pathlib.Path,
+    test: Callable[[str], Awaitable[Any]],
+    corrupt: bool = False,
+    tls: ssl.SSLContext | None = None,
 ) -> Any:
     async def lookup(namespace: str, name: str) -> transfer.Offer | None:
         if (namespace, name) == ("default", "vm-abcde"):
@@ -50,11 +57,11 @@ def serve(
     async def main() -> Any:
         runner = web.AppRunner(transfer.app(lookup, corrupt=corrupt))
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls)
         await site.start()
         port = runner.addresses[0][1]
         try:
-            return await test(f"http://127.0.0.1:{port}")
+            return await test(f"{'https' if tls else 'http'}://127.0.0.1:{port}")
         finally:
             await runner.cleanup()
 
@@ -105,6 +112,81 @@ def test_source_refuses(
             return response.status
 
     assert serve(source, request) == status
+
+
+def serving_context(authority: pki.Authority, directory: pathlib.Path, node: str) -> ssl.SSLContext:
+    """A source's serving context: a certificate for `node`, signed by `authority` as the
+    controller's signer signs an approved request."""
+    key, request = pki.transfer_request(node)
+    cert = pki.sign_request(authority.cert, authority.key, request, datetime.timedelta(hours=1))
+    (directory / f"{node}.crt").write_bytes(cert)
+    (directory / f"{node}.key").write_bytes(key)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(directory / f"{node}.crt", directory / f"{node}.key")
+    return context
+
+
+@pytest.fixture
+def chart_ca(tmp_path: pathlib.Path) -> pki.Authority:
+    return pki.Authority.create(tmp_path, "transfer-ca")
+
+
+def test_over_tls_a_destination_verifies_the_source_as_its_node(
+    tmp_path: pathlib.Path, chart_ca: pki.Authority
+) -> None:
+    source = sparse_disk(tmp_path / "disk")
+    dest = tmp_path / "received"
+    verify = certificate.client_context(str(chart_ca.path))
+
+    async def pull(url: str) -> tuple[int, int]:
+        disk = f"{url}/v1/migrations/default/vm-abcde/disk"
+        return await transfer.pull(disk, TOKEN, dest, tls=verify, node="node-a")
+
+    tls = serving_context(chart_ca, tmp_path, "node-a")
+    assert serve(source, pull, tls=tls) == (0, 3 * MIB)
+    assert digest(dest) == digest(source)
+
+
+@pytest.mark.parametrize("case", ["another-ca", "another-node"])
+def test_over_tls_a_destination_refuses_a_source_the_ca_did_not_vouch_for(
+    tmp_path: pathlib.Path, chart_ca: pki.Authority, case: str
+) -> None:
+    """A source with a certificate the chart's CA did not sign, or signed for another node
+    (the source's endpoint answered by someone else): refused for good, nothing written."""
+    source = sparse_disk(tmp_path / "disk")
+    dest = tmp_path / "received"
+    signer = pki.Authority.create(tmp_path, "other-ca") if case == "another-ca" else chart_ca
+    tls = serving_context(signer, tmp_path, "node-a" if case == "another-ca" else "node-b")
+    verify = certificate.client_context(str(chart_ca.path))
+
+    async def pull(url: str) -> transfer.TransferError:
+        disk = f"{url}/v1/migrations/default/vm-abcde/disk"
+        with pytest.raises(transfer.TransferError, match="certificate refused") as refused:
+            await transfer.pull(disk, TOKEN, dest, tls=verify, node="node-a")
+        return refused.value
+
+    refused = serve(source, pull, tls=tls)
+    assert not refused.transient  # retrying would not change who answers
+    assert not dest.exists()
+    assert not dest.with_name(dest.name + ".part").exists()
+
+
+def test_over_tls_a_source_still_refuses_a_destination_without_the_token(
+    tmp_path: pathlib.Path, chart_ca: pki.Authority
+) -> None:
+    source = sparse_disk(tmp_path / "disk")
+    verify = certificate.client_context(str(chart_ca.path))
+
+    async def request(url: str) -> int:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(
+                f"{url}/v1/migrations/default/vm-abcde/disk", ssl=verify, server_hostname="node-a"
+            ) as response,
+        ):
+            return response.status
+
+    assert serve(source, request, tls=serving_context(chart_ca, tmp_path, "node-a")) == 401
 
 
 def test_corrupted_transfer_is_detected_and_nothing_is_lost(tmp_path: pathlib.Path) -> None:

@@ -131,3 +131,75 @@ def test_an_agent_token_on_one_worker_cannot_touch_the_other(kubectl: kube.Kubec
     finally:
         kubectl.run("delete", "pod", "-n", cluster.NAMESPACE, "agent-token-probe", "--wait=false")
         kubectl.run("delete", "migration", "between-others", "--wait=false")
+
+
+# Run inside worker 1's agent pod, with the agent's own code and the chart's CA: worker 2's
+# transfer endpoint (over the pod network) verified as worker 2 and refused under another
+# name; then a source whose certificate another CA signed, refused by transfer.pull.
+TLS_PROBE = """
+import asyncio, pathlib, socket, ssl, sys, tempfile, datetime
+from aiohttp import web
+from kubenova import pki
+from kubenova.agent import certificate, transfer
+endpoint, node, other = sys.argv[1:4]
+verify = certificate.client_context("/etc/kubenova/transfer-ca/ca.crt")
+host, port = endpoint.removeprefix("https://").rsplit(":", 1)
+def handshake(name):
+    with socket.create_connection((host, int(port)), 10) as raw:
+        with verify.wrap_socket(raw, server_hostname=name) as tls:
+            return tls.getpeercert()["subjectAltName"]
+print("verified", handshake(node))
+try:
+    handshake(other)
+    print("accepted-under", other)
+except ssl.SSLCertVerificationError:
+    print("refused-under", other)
+async def rogue():
+    work = pathlib.Path(tempfile.mkdtemp())
+    ca = pki.Authority.create(work, "rogue-ca")
+    key, request = pki.transfer_request(node)
+    hour = datetime.timedelta(hours=1)
+    (work / "s.crt").write_bytes(pki.sign_request(ca.cert, ca.key, request, hour))
+    (work / "s.key").write_bytes(key)
+    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    served.load_cert_chain(work / "s.crt", work / "s.key")
+    runner = web.AppRunner(web.Application())
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=served).start()
+    url = f"https://127.0.0.1:{runner.addresses[0][1]}/v1/migrations/default/x/disk"
+    try:
+        await transfer.pull(url, "token", work / "disk", tls=verify, node=node)
+        print("rogue-accepted")
+    except transfer.TransferError as exc:
+        print("rogue-refused", exc.transient, exc)
+asyncio.run(rogue())
+"""
+
+
+def test_disks_move_over_tls_verified_by_the_charts_ca(kubectl: kube.Kubectl) -> None:
+    """Each agent serves its transfer endpoint with a certificate for its node, signed by
+    the controller for the agent's node-bound token; a destination verifies it against the
+    chart's CA under the source's node name, and refuses one another CA signed."""
+    workers = sorted(p["spec"]["nodeName"] for p in cluster.pods(kubectl, cluster.AGENT))
+    endpoints = {
+        h["metadata"]["name"]: h["status"]["agent"]["transferEndpoint"]
+        for h in kubectl.get_json("hypervisors")["items"]
+    }
+    assert all(endpoints[w].startswith("https://") for w in workers), endpoints
+    signed = {
+        c["spec"]["extra"]["authentication.kubernetes.io/node-name"][0]
+        for c in kubectl.get_json("csr")["items"]
+        if c["spec"]["signerName"] == "compute.kubenova.io/transfer"
+        and c["spec"]["username"] == f"system:serviceaccount:{cluster.NAMESPACE}:kubenova-agent"
+        and c.get("status", {}).get("certificate")
+    }
+    assert signed == set(workers)
+
+    out = kubectl(
+        "exec", "-n", cluster.NAMESPACE, cluster.agent_pod(kubectl, workers[0]), "--",
+        "python", "-c", TLS_PROBE, endpoints[workers[1]], workers[1], workers[0],
+    )  # fmt: skip
+    lines = out.splitlines()
+    assert lines[0] == f"verified (('DNS', '{workers[1]}'),)", out
+    assert lines[1] == f"refused-under {workers[0]}", out
+    assert lines[2].startswith("rogue-refused False source's certificate refused"), out

@@ -32,6 +32,10 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- printf "%s-transfer-key" (include "kubenova.fullname" .) -}}
 {{- end -}}
 
+{{- define "kubenova.transferCA" -}}
+{{- printf "%s-transfer-ca" (include "kubenova.fullname" .) -}}
+{{- end -}}
+
 {{- define "kubenova.webhookSecret" -}}
 {{- printf "%s-webhook-tls" (include "kubenova.fullname" .) -}}
 {{- end -}}

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import pathlib
+import ssl
 import time
 from typing import Any
 
@@ -21,7 +23,7 @@ from aiohttp import web
 from kubernetes_asyncio import client
 
 from kubenova import settings as settings_mod
-from kubenova.agent import steps, transfer
+from kubenova.agent import certificate, steps, transfer
 from kubenova.api import migration, names
 from kubenova.drivers import base
 from kubenova.kube import heartbeat, informer, objects, workqueue
@@ -127,7 +129,14 @@ class Node:
     @property
     def transfer_endpoint(self) -> str:
         port = self.cfg.transfer_port
-        return f"http://{self.cfg.transfer_host}:{port}" if port else ""
+        scheme = "https" if self.cfg.transfer_ca_file else "http"
+        return f"{scheme}://{self.cfg.transfer_host}:{port}" if port else ""
+
+    @functools.cached_property
+    def transfer_client_tls(self) -> ssl.SSLContext | None:
+        """How this node verifies a source: the transfer CA, or None (no TLS)."""
+        ca = self.cfg.transfer_ca_file
+        return certificate.client_context(ca) if ca else None
 
     async def offer(self, namespace: str, name: str) -> transfer.Offer | None:
         """What this node serves for a migration: its disk, while the destination pulls."""
@@ -162,13 +171,25 @@ class Node:
         return transfer.token(key, migration_uid)
 
     async def _serve_disks(self) -> None:
+        tls, renewing = None, None
+        if self.cfg.transfer_ca_file:
+            # A certificate for this node from the controller's signer first: until then a
+            # destination's connection is refused, which it retries (transient).
+            serving = certificate.ServingCertificate(
+                self.api, self.name, self.cfg.transfer_cert_seconds
+            )
+            tls = await serving.obtain()
+            renewing = asyncio.create_task(serving.renew_forever())
         runner = web.AppRunner(transfer.app(self.offer), access_log=None)
         await runner.setup()
-        await web.TCPSite(runner, self.cfg.transfer_host, self.cfg.transfer_port).start()
+        site = web.TCPSite(runner, self.cfg.transfer_host, self.cfg.transfer_port, ssl_context=tls)
+        await site.start()
         log.info("agent %s: serving disks at %s", self.name, self.transfer_endpoint)
         try:
-            await asyncio.Event().wait()
+            await (renewing or asyncio.Event().wait())
         finally:
+            if renewing is not None:
+                renewing.cancel()
             await runner.cleanup()
 
     async def run(self) -> None:

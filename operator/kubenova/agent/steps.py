@@ -207,12 +207,20 @@ async def _receive_disk(node: Node, mig: migration.Migration, owner: str) -> Non
         raise base.DriverError(
             f"source node {source} serves no disks (agent without --transfer-port)"
         )
+    tls = node.transfer_client_tls
+    if (tls is not None) != endpoint.startswith("https://"):
+        raise base.DriverError(
+            f"source node {source} serves disks at {endpoint}, and this node "
+            + ("pulls over TLS only" if tls else "has no transfer CA (--transfer-ca-file)")
+        )
     try:
         token = node.transfer_token(mig.metadata.uid)
         resumed, sent = await metrics.timed_step(
             "transfer_disk",
             node.driver.name,
-            transfer.pull(f"{endpoint}/v1/migrations/{ns}/{name}/disk", token, dest),
+            transfer.pull(
+                f"{endpoint}/v1/migrations/{ns}/{name}/disk", token, dest, tls=tls, node=source
+            ),
         )
     except transfer.TransferError as exc:
         began = moving.entered(mig, P.POST_MIGRATING)

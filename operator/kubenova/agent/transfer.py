@@ -2,8 +2,10 @@
 
 One HTTP GET per disk, authenticated by the migration's own token (a bearer token derived
 from the agents' shared transfer key and the Migration's uid: `token()`); the path on disk
-comes from the migration, never from the request. `?from=N` asks for the data at offsets
-from N on (a resumed transfer). The body is:
+comes from the migration, never from the request. With the chart's transfer CA it is HTTPS:
+the source serves a certificate for its node (agent/certificate.py) and the destination
+verifies it under the source's node name (`pull(tls=, node=)`). `?from=N` asks for the
+data at offsets from N on (a resumed transfer). The body is:
 
     b"KNOVA3\n" + JSON line {"size": <file size>, "identity": <inode-mtime>, "from": N}
     repeated: offset (8 bytes, big-endian) | length (8) | data | XXH3-64 of the three (8)
@@ -33,8 +35,10 @@ import os
 import pathlib
 import re
 import secrets
+import ssl
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import aiohttp
 import xxhash
@@ -368,16 +372,28 @@ async def _settle(sink: _Sink | None) -> None:
             await sink.drain()
 
 
-async def pull(url: str, token: str, dest: pathlib.Path) -> tuple[int, int]:
+async def pull(
+    url: str,
+    token: str,
+    dest: pathlib.Path,
+    *,
+    tls: ssl.SSLContext | None = None,
+    node: str | None = None,
+) -> tuple[int, int]:
     """GET the disk at `url` into `dest`, resuming a partial transfer there; returns
-    (offset it resumed from, payload bytes received)."""
+    (offset it resumed from, payload bytes received). `tls`: verify the source with it,
+    its certificate issued for `node` (the source's node name, whatever address `url` has)."""
     start, source = Partial(dest).resume_from()
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=60)
+    verify: dict[str, Any] = {"ssl": tls, "server_hostname": node} if tls is not None else {}
     try:
         async with (
             aiohttp.ClientSession(timeout=timeout) as session,
             session.get(
-                url, params={"from": str(start)}, headers={"Authorization": f"Bearer {token}"}
+                url,
+                params={"from": str(start)},
+                headers={"Authorization": f"Bearer {token}"},
+                **verify,
             ) as response,
         ):
             if response.status != 200:
@@ -388,6 +404,9 @@ async def pull(url: str, token: str, dest: pathlib.Path) -> tuple[int, int]:
                     transient=response.status == 404 or response.status >= 500,
                 )
             return start, await receive(response.content, dest, resuming=source)
+    except aiohttp.ClientConnectorCertificateError as exc:
+        # Not a passing fault: this source is not who the transfer CA says `node` is.
+        raise TransferError(f"source's certificate refused: {exc.certificate_error}") from exc
     except aiohttp.ClientConnectionError as exc:
         raise TransferError(f"source unreachable: {exc}", transient=True) from exc
     except TimeoutError as exc:

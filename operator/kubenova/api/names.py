@@ -27,6 +27,12 @@ ANNOTATION_MIGRATE = f"{GROUP}/migrate"
 
 FINALIZER = f"{GROUP}/cleanup"
 
+# The signer of the agents' transfer serving certificates (CertificateSigningRequests): the
+# controller approves and signs a request for node N only from an agent token bound to N.
+TRANSFER_SIGNER = f"{GROUP}/transfer"
+# Where the API server records the node a service-account token is bound to (via its pod).
+EXTRA_NODE_NAME = "authentication.kubernetes.io/node-name"
+
 
 class ResizeAction(enum.StrEnum):
     """Values of the resize annotation, accepted only in VERIFY_RESIZE."""

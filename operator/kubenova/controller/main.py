@@ -9,9 +9,11 @@ new leader lists everything once more before its first decision.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import itertools
 import logging
 import os
+import pathlib
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -20,7 +22,7 @@ import kopf
 import prometheus_client
 
 from kubenova import settings as settings_mod
-from kubenova.controller import app, runtime, telemetry
+from kubenova.controller import app, runtime, signer, telemetry
 from kubenova.kube import client, lease
 from kubenova.observability import probes
 
@@ -71,6 +73,21 @@ def _elector(api: Any, cfg: settings_mod.Controller) -> lease.LeaderElector | No
     )
 
 
+def _watch_health(tasks: list[asyncio.Task[None]]) -> None:
+    """/healthz fails when one of these ends; each named by what runs ("WorkQueue.run")."""
+    for task in tasks:
+        if task is not asyncio.current_task():
+            probes.HEALTH.watch(getattr(task.get_coro(), "__qualname__", task.get_name()), task)
+
+
+def _transfer_signer(api: Any, cfg: settings_mod.Controller) -> signer.Signer:
+    policy = signer.Policy(
+        agents=frozenset(cfg.transfer_agents),
+        max_validity=datetime.timedelta(seconds=cfg.transfer_cert_max_seconds),
+    )
+    return signer.Signer(api, pathlib.Path(cfg.transfer_ca_dir), policy)
+
+
 def _login_with(api: Any) -> None:
     """kopf connects as kubenova's own client does (its kubeconfig login reads only
     $KUBECONFIG; `--kubeconfig` must win)."""
@@ -115,10 +132,9 @@ async def run(cfg: settings_mod.Controller) -> None:
             # The informers may lag what the previous leader wrote just before it stopped.
             await _until_done("resync before leading", rt.resync)
         rt.start()
-        for task in rt.tasks:
-            if task is not asyncio.current_task():  # named by what runs: "WorkQueue.run"
-                name = getattr(task.get_coro(), "__qualname__", task.get_name())
-                probes.HEALTH.watch(name, task)
+        if cfg.transfer_ca_dir:  # the CA's key is mounted in the controller alone
+            rt.tasks.append(asyncio.create_task(_transfer_signer(api, cfg).run()))
+        _watch_health(rt.tasks)
 
     @kopf.on.startup()
     async def on_startup_controller(settings: kopf.OperatorSettings, **_: object) -> None:

@@ -97,9 +97,31 @@ class Leases:
         )
 
 
+class CertificateRequests:
+    """certificates.k8s.io CertificateSigningRequests of one signer (a field selector: the
+    API server sends no other signer's requests)."""
+
+    def __init__(self, api: Any, signer: str) -> None:
+        self.certificates: Any = client.CertificatesV1Api(api)
+        self.selector = f"spec.signerName={signer}"
+
+    async def list(self) -> tuple[list[dict[str, Any]], str]:
+        answer = await self.certificates.list_certificate_signing_request(
+            field_selector=self.selector
+        )
+        raw = self.certificates.api_client.sanitize_for_serialization(answer)
+        return list(raw.get("items", [])), str(raw["metadata"]["resourceVersion"])
+
+    def watch(
+        self, version: str, timeout: int
+    ) -> contextlib.AbstractAsyncContextManager[AsyncIterator[Any]]:
+        list_fn = self.certificates.list_certificate_signing_request
+        return _watch(list_fn, selector="", fields=self.selector, version=version, timeout=timeout)
+
+
 @contextlib.asynccontextmanager
 async def _watch(
-    list_fn: Any, *args: Any, selector: str, version: str, timeout: int
+    list_fn: Any, *args: Any, selector: str, version: str, timeout: int, fields: str = ""
 ) -> AsyncIterator[AsyncIterator[Any]]:
     """A watch through the client's list call, from `version`, with bookmarks."""
     stream = watch.Watch()
@@ -107,6 +129,7 @@ async def _watch(
         list_fn,
         *args,
         label_selector=selector,
+        **({"field_selector": fields} if fields else {}),
         resource_version=version,
         allow_watch_bookmarks=True,
         timeout_seconds=timeout,

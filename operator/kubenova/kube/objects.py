@@ -40,6 +40,7 @@ MIGRATION = Kind("Migration", "migrations", namespaced=True)
 HYPERVISOR = Kind("Hypervisor", "hypervisors", namespaced=False)
 # Not kubenova's: the nodes' heartbeat Leases (kube/heartbeat.py), named for the informer.
 LEASE = Kind("Lease", "leases", namespaced=True)
+CSR = Kind("CertificateSigningRequest", "certificatesigningrequests", namespaced=False)
 
 
 class ConflictError(Exception):

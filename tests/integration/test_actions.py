@@ -155,6 +155,27 @@ def test_a_flavor_and_an_instance_applied_together_are_admitted(env: Env) -> Non
         assert result.ok, result.stderr
 
 
+def test_a_resize_takes_the_flavor_as_it_is_now_not_as_a_lagging_watch_has_it(
+    env: Env,
+) -> None:
+    """A Flavor replaced (deleted, created again bigger) just before a resize to it: the
+    resize carries the new sizes, although the controller's Flavor watch is 10 s behind.
+    What a placement persists is read from the API server (the chaos suite found a resize
+    placed with a Flavor replaced during a watch gap)."""
+    env.kubectl.apply(builders.flavor("grow", vcpus=1, memoryMiB=1024, diskGiB=20))
+    env.start_controller(fault="controller:delay:flavors-watch:10")
+    env.start_agent("node-a")
+    env.create("vm")
+    env.wait_phase("vm", "ACTIVE")  # the lagging watch has delivered both flavors by now
+    env.kubectl("delete", "flavor", "grow")
+    env.kubectl.apply(builders.flavor("grow", vcpus=1, memoryMiB=2048, diskGiB=20))
+    assert env.resize("vm", "grow").ok
+    inst = env.wait_phase("vm", "VERIFY_RESIZE")
+    assert inst["status"]["flavor"]["memoryMiB"] == 2048
+    [mig] = env.migrations()
+    assert mig["spec"]["newFlavor"]["memoryMiB"] == 2048
+
+
 def test_controller_rechecks_when_the_webhook_is_bypassed(env: Env) -> None:
     env.start_controller(webhook=False)
     env.start_agent("node-a")

@@ -189,6 +189,7 @@ class Runtime:
         if plan.need_placement is None:
             await self.apply(body, obs, plan)
             return plan.requeue_after
+        await self._refresh_flavor(body)  # outside the lock: placements do not queue on it
         await self.scheduling.acquire()
         held = True
 
@@ -215,6 +216,23 @@ class Runtime:
         finally:
             claimed()
         return plan.requeue_after
+
+    async def _refresh_flavor(self, inst: dict[str, Any]) -> None:
+        """Read the Instance's Flavor from the API server before a placement: the plan
+        persists its sizes (a Migration's newFlavor, a build's status.flavor), and the
+        store's copy may lag a Flavor replaced meanwhile (its watch behind, or relisting
+        after a gap while another kind's relist already freed the room: found by the chaos
+        suite). The other inputs only make a decision wait; this one would be kept."""
+        name = inst["spec"]["flavor"]
+        held = self.store.get("Flavor", name)
+        fresh = await self.objs.get(objects.FLAVOR, None, name)
+        if fresh is None:
+            if held is not None:
+                self.observe("Flavor", name, None)
+            return
+        version = (held or {}).get("metadata", {}).get("resourceVersion")
+        if fresh["metadata"].get("resourceVersion") != version and objects.newer(held, fresh):
+            self.observe("Flavor", name, fresh)  # as its watch event will: waiters look again
 
     async def apply(
         self,

@@ -42,6 +42,16 @@ def _lost_leadership(task: asyncio.Task[None]) -> None:
     os._exit(1)
 
 
+def _failed_to_lead(task: asyncio.Task[None]) -> None:
+    """lead() ends once the leader's tasks run; if it raised instead, say so and exit (a
+    controller that never leads would stand by for ever, looking healthy)."""
+    if task.cancelled() or task.exception() is None:
+        return
+    log.critical("could not start leading", exc_info=task.exception())
+    logging.shutdown()
+    os._exit(1)
+
+
 async def _until_done(what: str, step: Callable[[], Awaitable[None]]) -> None:
     """Retry `step` with capped backoff: the API server may be restarting."""
     for attempt in itertools.count():
@@ -107,6 +117,28 @@ def _login_with(api: Any) -> None:
         )
 
 
+async def _lead(
+    rt: runtime.Runtime,
+    elector: lease.LeaderElector | None,
+    primed: asyncio.Event,
+    transfer: signer.Signer | None,
+) -> None:
+    """Once the store is primed: win the lease (if elected), list again, then act."""
+    await rt.synced()
+    primed.set()
+    if elector is not None:
+        await elector.acquire()
+        holding = asyncio.create_task(elector.hold())
+        holding.add_done_callback(_lost_leadership)
+        rt.tasks.append(holding)
+        # The informers may lag what the previous leader wrote just before it stopped.
+        await _until_done("resync before leading", rt.resync)
+    rt.start()
+    if transfer is not None:  # the CA's key is mounted in the controller alone
+        rt.tasks.append(asyncio.create_task(transfer.run()))
+    _watch_health(rt.tasks)
+
+
 async def run(cfg: settings_mod.Controller) -> None:
     api = await client.connect(cfg.kubeconfig, user_agent=f"kubenova-controller/{cfg.identity}")
     rt = runtime.Runtime(api, cfg)
@@ -121,20 +153,9 @@ async def run(cfg: settings_mod.Controller) -> None:
     probes.HEALTH.ready_when("store primed", primed.is_set)
     prometheus_client.REGISTRY.register(telemetry.StoreCollector(rt.store))
 
-    async def lead() -> None:
-        await rt.synced()
-        primed.set()
-        if elector is not None:
-            await elector.acquire()
-            holding = asyncio.create_task(elector.hold())
-            holding.add_done_callback(_lost_leadership)
-            rt.tasks.append(holding)
-            # The informers may lag what the previous leader wrote just before it stopped.
-            await _until_done("resync before leading", rt.resync)
-        rt.start()
-        if cfg.transfer_ca_dir:  # the CA's key is mounted in the controller alone
-            rt.tasks.append(asyncio.create_task(_transfer_signer(api, cfg).run()))
-        _watch_health(rt.tasks)
+    # Read the CA now: a key it cannot read stops the controller at start, where the pod's
+    # status shows it (found in kind: a 0400 Secret file, not the pod's user's).
+    transfer = _transfer_signer(api, cfg) if cfg.transfer_ca_dir else None
 
     @kopf.on.startup()
     async def on_startup_controller(settings: kopf.OperatorSettings, **_: object) -> None:
@@ -142,7 +163,9 @@ async def run(cfg: settings_mod.Controller) -> None:
         rt.watch()
         for task in rt.watchers:
             probes.HEALTH.watch(task.get_name(), task)
-        rt.tasks.append(asyncio.create_task(lead()))
+        leading = asyncio.create_task(_lead(rt, elector, primed, transfer))
+        leading.add_done_callback(_failed_to_lead)
+        rt.tasks.append(leading)
         if managed_webhook:  # one-shot: not among the tasks whose end fails /healthz
             task = asyncio.create_task(app.register_webhook_configuration(api, cfg))
             registering.add(task)

@@ -178,3 +178,13 @@ def test_every_other_request_is_denied_with_the_reason(
     assert (condition["type"], condition["reason"]) == ("Denied", reason), condition
     assert condition["message"]
     assert "certificate" not in csr["status"]
+
+
+def test_a_controller_that_cannot_read_the_ca_stops_at_start(env: kubenova_env.Env) -> None:
+    """Not a controller that leads and signs nothing: the agents would wait for ever."""
+    missing = env.dir / "no-such-ca"
+    bad = env.start_controller(
+        webhook=False, name="no-ca", environ={"KUBENOVA_TRANSFER_CA_DIR": str(missing)}
+    )
+    assert bad.wait_exit(60) != 0
+    assert f"{missing}/tls.crt" in bad.tail(40)

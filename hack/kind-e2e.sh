@@ -56,7 +56,8 @@ HELM="$(bash hack/install-helm.sh)"
 TAG="kind-$(cat images/*.Dockerfile .dockerignore pyproject.toml <(git ls-files -s operator) \
   <(git diff HEAD -- operator) <(echo "$PYTHON_BASE") | sha256sum | cut -c1-12)"
 kubenova_images() {
-  local image
+  local image started
+  started="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
   # This host's extra CAs (a TLS-intercepting proxy in front of PyPI), for the build stage
   # only: images/build-ca/README.md.
   find images/build-ca -name '*.crt' -delete
@@ -73,6 +74,10 @@ kubenova_images() {
     echo "image kubenova/$image:$TAG $(docker image inspect -f '{{.Size}}' "kubenova/$image:$TAG") bytes" \
       >>"$TIMINGS"
   done
+  # The legacy builder keeps each build stage as a dangling image (~0.7 GB for the agent's);
+  # those of earlier runs go, this run's stay as the next build's layer cache.
+  docker image prune -f --filter label=io.kubenova.stage=build --filter "until=$started" \
+    >/dev/null || true
 }
 stage images kubenova_images
 stage cluster bash hack/kind/cluster.sh create

@@ -7,6 +7,8 @@
 
 ARG BASE=python:3.11-slim-bookworm
 FROM ${BASE} AS build
+# Left behind dangling by the legacy builder: hack/kind-e2e.sh prunes old ones by it.
+LABEL io.kubenova.stage=build
 # Python's headers: the public image has them under /usr/local; a base with Debian's own
 # Python (sys.prefix /usr, hack/kind/images/python.Dockerfile) gets them from python3-dev.
 RUN apt-get update \

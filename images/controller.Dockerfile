@@ -5,6 +5,8 @@
 
 ARG BASE=python:3.11-slim-bookworm
 FROM ${BASE} AS build
+# Left behind dangling by the legacy builder: hack/kind-e2e.sh prunes old ones by it.
+LABEL io.kubenova.stage=build
 # Extra CAs for the build stage only (images/build-ca/README.md).
 COPY images/build-ca/ /usr/local/share/ca-certificates/kubenova-build/
 ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import pathlib
+import re
 import ssl
 import urllib.error
 import urllib.request
@@ -223,9 +224,12 @@ def test_resize_and_migrate_run_with_only_the_chart_permissions(tmp_path: pathli
         env.wait_phase("demo", "ACTIVE")
         lease = env.kubectl.get_json("lease", "kubenova-controller", "-n", NS)
         assert lease["spec"]["holderIdentity"]
-        logs = env.logs().lower()
-        assert "forbidden" not in logs, env.logs()
-        assert "403" not in logs, env.logs()
+        # No request lacked a permission (RBAC's "User ... cannot <verb> resource"). The node
+        # policy may refuse an agent's late status write for an instance that has just left
+        # its node (its cache a step behind the controller's label change): that refusal is
+        # the policy at work (tests/integration/test_node_policy.py), not a missing rule.
+        denied = re.findall(r'forbidden: user \\?"[^"\\]+\\?" cannot', env.logs().lower())
+        assert not denied, env.logs()
 
 
 @pytest.mark.parametrize("values", [{}, {"agent.driver": "fake"}])

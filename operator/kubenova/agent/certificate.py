@@ -28,7 +28,7 @@ from kubenova import clock, pki
 from kubenova.api import names
 
 log = logging.getLogger(__name__)
-POLL_SECONDS = 1.0
+POLL_SECONDS, POLL_MAX_SECONDS = 1.0, 10.0  # for the signer's answer
 DENIED_RETRY_SECONDS = 60.0  # a denied request is asked again (the admin may fix the cause)
 
 
@@ -105,6 +105,7 @@ class ServingCertificate:
         }
         await self.certificates.create_certificate_signing_request(manifest)
         log.info("transfer certificate for %s asked for (%s)", self.node, name)
+        delay = POLL_SECONDS
         while True:
             csr = await self.certificates.read_certificate_signing_request(name)
             status = csr.status
@@ -113,7 +114,8 @@ class ServingCertificate:
                     raise CertificateDeniedError(f"{name}: {c.type} ({c.reason}): {c.message}")
             if status and status.certificate:
                 return key_pem, base64.b64decode(status.certificate)
-            await asyncio.sleep(POLL_SECONDS)
+            await asyncio.sleep(delay)
+            delay = min(POLL_MAX_SECONDS, delay * 1.5)  # a controller away long: fewer reads
 
 
 def _load(context: ssl.SSLContext, key_pem: bytes, cert_pem: bytes) -> None:

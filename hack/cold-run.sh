@@ -22,6 +22,7 @@ if [[ -n "${KUBENOVA_COLD_DOCKER:-}" ]]; then
   DEBIAN_FRONTEND=noninteractive apt-get remove -y -q docker.io containerd runc >/dev/null
 fi
 # pyenv, Go's settings and the machine's CAs live outside HOME or are set here again.
+ORIGINAL_HOME="$HOME"
 export HOME="$WORK/home" PYENV_ROOT="${PYENV_ROOT:-/root/.pyenv}"
 export GOFLAGS="${GOFLAGS:--buildvcs=false}" GOTOOLCHAIN="${GOTOOLCHAIN:-local}"
 stage() {
@@ -45,4 +46,10 @@ rc=$?
 # Go binary and image the node image needed.
 cat .kubenova/kind/timings "$HOME/.cache/kubenova/kind/timings" >>"$OUT" 2>/dev/null
 echo "total $SECONDS s" | tee -a "$OUT"
+if [[ -n "${KUBENOVA_COLD_DOCKER:-}" ]]; then
+  # dockerd was started with its runc wrapper under this run's HOME: start it again from
+  # the usual one, so that removing $WORK does not take the wrapper from under it.
+  pkill dockerd; sleep 3; pkill containerd
+  HOME="$ORIGINAL_HOME" bash "$ROOT/hack/docker-engine.sh" >/dev/null 2>&1
+fi
 exit $rc

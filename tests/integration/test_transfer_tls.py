@@ -188,3 +188,28 @@ def test_a_controller_that_cannot_read_the_ca_stops_at_start(env: kubenova_env.E
     )
     assert bad.wait_exit(60) != 0
     assert f"{missing}/tls.crt" in bad.tail(40)
+
+
+def test_a_request_someone_else_approved_is_still_reviewed_and_never_signed(
+    env: kubenova_env.Env,
+) -> None:
+    """The node rule is the signer's: an admin's `kubectl certificate approve` of a request
+    for another node's name (made while the controller was away) ends Failed, unsigned."""
+    assert env.controller is not None
+    env.controller.stop()
+    name = "approved-by-admin"
+    client = Client(env.kubectl, token(env, "node-a").strip())
+    status, text = client.send("POST", CSRS, manifest(name, "node-b"))
+    assert status == 201, text
+    env.kubectl("certificate", "approve", name)
+    env.controller.start()
+
+    def decided() -> dict[str, object] | None:
+        body = env.kubectl.get_json("csr", name)
+        types = [c["type"] for c in body.get("status", {}).get("conditions", [])]
+        return body if "Failed" in types else None
+
+    csr = env.wait_for(decided, what=f"{name} failed")
+    assert [c["type"] for c in csr["status"]["conditions"]] == ["Approved", "Failed"]
+    assert csr["status"]["conditions"][1]["reason"] == "WrongSubject"
+    assert "certificate" not in csr["status"]

@@ -1,7 +1,11 @@
-"""The agent's small rules that need no API server: which shutdown timeout applies."""
+"""The agent's small rules that need no API server: which shutdown timeout applies, and
+that a destination never mixes TLS and plain HTTP."""
 
 from __future__ import annotations
 
+import asyncio
+import pathlib
+import ssl
 from types import SimpleNamespace
 from typing import Any
 
@@ -9,6 +13,7 @@ import pytest
 
 from kubenova.agent import steps
 from kubenova.api import instance
+from kubenova.drivers import base
 from tests import models as m
 
 
@@ -27,3 +32,33 @@ def with_timeout(seconds: int | None) -> instance.Instance:
 def test_shutdown_timeout(own: int | None, expected: float) -> None:
     node: Any = SimpleNamespace(cfg=SimpleNamespace(shutdown_timeout_seconds=60.0))
     assert steps.shutdown_timeout(node, with_timeout(own)) == expected
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "tls", "refusal"),
+    [
+        ("http://10.0.0.2:8090", True, "pulls over TLS only"),
+        ("https://10.0.0.2:8090", False, "has no transfer CA"),
+    ],
+    ids=["tls-destination-plain-source", "plain-destination-tls-source"],
+)
+def test_a_destination_never_mixes_tls_and_plain_http(
+    tmp_path: pathlib.Path, endpoint: str, tls: bool, refusal: str
+) -> None:
+    """No downgrade: a destination with the transfer CA pulls from an https source only,
+    and one without it cannot verify an https source; either way nothing is requested."""
+
+    async def prepare_incoming(*_: object, **__: object) -> pathlib.Path:
+        return tmp_path / "disk"
+
+    async def get(*_: object) -> dict[str, Any]:
+        return {"status": {"agent": {"transferEndpoint": endpoint}}}
+
+    node: Any = SimpleNamespace(
+        driver=SimpleNamespace(prepare_incoming=prepare_incoming),
+        objs=SimpleNamespace(get=get),
+        transfer_client_tls=ssl.create_default_context() if tls else None,
+    )
+    with pytest.raises(base.DriverError, match=refusal):
+        asyncio.run(steps._receive_disk(node, m.mig("post-migrating", dest="node-b"), "default/vm"))
+    assert not (tmp_path / "disk").exists()

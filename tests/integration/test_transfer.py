@@ -86,6 +86,7 @@ def test_sparse_disk_arrives_identical_sending_only_its_data(tmp_path: pathlib.P
         ("/v1/migrations/default/vm-abcde/disk", {}, 401),
         ("/v1/migrations/default/vm-abcde/disk", {"Authorization": "Bearer wrong"}, 401),
         ("/v1/migrations/default/other/disk", {"Authorization": f"Bearer {TOKEN}"}, 404),
+        ("/v1/migrations/default/other/disk", {}, 401),  # not even whether it is served
         (
             "/v1/migrations/default/..%2F..%2Fetc%2Fpasswd/disk",
             {"Authorization": f"Bearer {TOKEN}"},
@@ -97,7 +98,14 @@ def test_sparse_disk_arrives_identical_sending_only_its_data(tmp_path: pathlib.P
             404,
         ),
     ],
-    ids=["no-secret", "wrong-secret", "other-migration", "encoded-traversal", "traversal"],
+    ids=[
+        "no-secret",
+        "wrong-secret",
+        "other-migration",
+        "other-migration-no-secret",
+        "encoded-traversal",
+        "traversal",
+    ],
 )
 def test_source_refuses(
     tmp_path: pathlib.Path, path: str, headers: dict[str, str], status: int

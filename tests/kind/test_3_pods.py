@@ -134,10 +134,12 @@ def test_an_agent_token_on_one_worker_cannot_touch_the_other(kubectl: kube.Kubec
 
 
 # Run inside worker 1's agent pod, with the agent's own code and the chart's CA: worker 2's
-# transfer endpoint (over the pod network) verified as worker 2 and refused under another
-# name; then a source whose certificate another CA signed, refused by transfer.pull.
+# transfer endpoint (over the pod network) verified as worker 2, refusing a request without
+# a token, and refused under another name; then a source whose certificate another CA
+# signed, refused by transfer.pull.
 TLS_PROBE = """
 import asyncio, pathlib, socket, ssl, sys, tempfile, datetime
+import aiohttp
 from aiohttp import web
 from kubenova import pki
 from kubenova.agent import certificate, transfer
@@ -149,6 +151,12 @@ def handshake(name):
         with verify.wrap_socket(raw, server_hostname=name) as tls:
             return tls.getpeercert()["subjectAltName"]
 print("verified", handshake(node))
+async def no_token():
+    async with aiohttp.ClientSession() as session:
+        async with session.get(endpoint + "/v1/migrations/default/any/disk", ssl=verify,
+                               server_hostname=node) as answer:
+            return answer.status
+print("no-token", asyncio.run(no_token()))
 try:
     handshake(other)
     print("accepted-under", other)
@@ -179,7 +187,8 @@ asyncio.run(rogue())
 def test_disks_move_over_tls_verified_by_the_charts_ca(kubectl: kube.Kubectl) -> None:
     """Each agent serves its transfer endpoint with a certificate for its node, signed by
     the controller for the agent's node-bound token; a destination verifies it against the
-    chart's CA under the source's node name, and refuses one another CA signed."""
+    chart's CA under the source's node name, and refuses one another CA signed; a source
+    answers nothing to a request without a token."""
     workers = sorted(p["spec"]["nodeName"] for p in cluster.pods(kubectl, cluster.AGENT))
     endpoints = {
         h["metadata"]["name"]: h["status"]["agent"]["transferEndpoint"]
@@ -201,5 +210,6 @@ def test_disks_move_over_tls_verified_by_the_charts_ca(kubectl: kube.Kubectl) ->
     )  # fmt: skip
     lines = out.splitlines()
     assert lines[0] == f"verified (('DNS', '{workers[1]}'),)", out
-    assert lines[1] == f"refused-under {workers[0]}", out
-    assert lines[2].startswith("rogue-refused False source's certificate refused"), out
+    assert lines[1] == "no-token 401", out  # over TLS, over the pod network
+    assert lines[2] == f"refused-under {workers[0]}", out
+    assert lines[3].startswith("rogue-refused False source's certificate refused"), out

@@ -417,14 +417,18 @@ def app(lookup: Lookup, *, corrupt: bool = False) -> web.Application:
     """The source side: serves `/v1/migrations/{namespace}/{name}/disk`."""
 
     async def disk(request: web.Request) -> web.StreamResponse:
+        # No token, no answer: whether a migration is served here is not said to anyone
+        # without one (its token, derived from its uid, is checked once it is found).
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if not given:
+            raise web.HTTPUnauthorized()
         namespace, name = request.match_info["namespace"], request.match_info["name"]
         if not (NAME.match(namespace) and NAME.match(name)):
             raise web.HTTPNotFound()
         offer = await lookup(namespace, name)
         if offer is None:
             raise web.HTTPNotFound()
-        given = request.headers.get("Authorization", "").removeprefix("Bearer ")
-        if not given or not hmac.compare_digest(given.encode(), offer.token.encode()):
+        if not hmac.compare_digest(given.encode(), offer.token.encode()):
             raise web.HTTPUnauthorized()
         if not offer.path.is_file():
             raise web.HTTPNotFound()

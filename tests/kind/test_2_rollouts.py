@@ -97,3 +97,13 @@ def test_leader_pod_deleted_mid_resize(kubectl: kube.Kubectl, booted: str) -> No
         SMALL_DISK,
         "kubenova-demo-disk",
     )
+    # The Deployment puts a new replica in the deleted leader's place, and it stands by
+    # (Ready once its informers have synced), so the pair survives the next failure.
+    rollout = kubectl.run(
+        "rollout", "status", "deployment/kubenova-controller", "-n", cluster.NAMESPACE,
+        "--timeout=180s", timeout=200,
+    )  # fmt: skip
+    assert rollout.ok, rollout.stderr
+    controllers = cluster.pods(kubectl, cluster.CONTROLLER)
+    assert leading not in {p["metadata"]["name"] for p in controllers}
+    assert [cluster.pod_ready(p) for p in controllers] == [True, True], controllers

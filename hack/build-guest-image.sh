@@ -13,8 +13,9 @@ HERE="$(cd "$(dirname "$0")" && pwd)"
 INIT_SUM=$(cat "$HERE/guest/init" "$0" | sha256sum | cut -c1-12)
 OUT="$CACHE/guest/busybox-$INIT_SUM"
 # virtio for the disk; button (the ACPI power button) and evdev (its input events) so the
-# guest's acpid powers off on `virsh shutdown`: graceful power-off is real, not a timeout.
-MODULES="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk button evdev"
+# guest's acpid powers off on `virsh shutdown`: graceful power-off is real, not a timeout;
+# virtio_mem for memory a live resize plugs in (and takes back on a live revert).
+MODULES="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk virtio_mem button evdev"
 if [[ -f "$OUT/vmlinuz" && -f "$OUT/initrd.img" ]]; then echo "$OUT"; exit 0; fi
 # Parallel test workers build at once on a cold cache: one builds, the others wait for it.
 mkdir -p "$CACHE/guest"

@@ -28,6 +28,13 @@ TINY, BIGGER = Amount(1, 256, 1), Amount(2, 512, 2)
 MARKER = "0x4b"  # byte pattern written to the first 64 KiB of the original disk
 
 
+def running(vcpus: int, memory_mib: int, disk_gib: int) -> base.GuestInfo:
+    """A running guest of these sizes with the driver's default headroom (4x)."""
+    return base.GuestInfo(
+        base.Power.RUNNING, vcpus, memory_mib, disk_gib, 4 * vcpus, 4 * memory_mib
+    )
+
+
 MIG = str(uuids.uuid4())  # the Migration's uid the driver marks its artefacts with
 IMAGE = "blank"  # an image with no disk: a blank disk of the flavor's size
 
@@ -93,7 +100,7 @@ def test_same_host_resize_is_an_overlay_on_the_renamed_original(
         assert info["backing-filename"] == str(driver.root / f"{uuid}_resize" / "disk")
         assert info["virtual-size"] == 2 * 1024**3
         assert has_marker(disk)  # the guest sees the original data through the overlay
-        assert asyncio.run(driver.get_info(uuid)) == base.GuestInfo(base.Power.RUNNING, 2, 512, 2)
+        assert asyncio.run(driver.get_info(uuid)) == running(2, 512, 2)
     finally:
         asyncio.run(driver.destroy(uuid))
 

@@ -37,6 +37,7 @@ def make_driver(cfg: settings_mod.Agent) -> base.Driver:
             instances_path=pathlib.Path(cfg.instances_path),
             images_path=pathlib.Path(cfg.images_path),
             virt_type=cfg.virt_type,
+            hotplug_ratio=cfg.hotplug_ratio,
             domain_prefix=cfg.libvirt_domain_prefix,
         )
     raise ValueError(f"unknown driver {cfg.driver!r}: use fake or libvirt")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from kubenova import clock, faults
@@ -122,46 +123,124 @@ async def _migration_steps(node: Node, obs: duties.Observed) -> float | None:
     return retry
 
 
+@dataclasses.dataclass(frozen=True)
+class _Step:
+    """One duty's context: the task, the Instance as observed, and the driver's names."""
+
+    node: Node
+    task: duties.Task
+    inst: instance.Instance | None
+
+    @property
+    def uid(self) -> str:
+        return self.task.migration.metadata.uid
+
+    @property
+    def uuid(self) -> str:
+        return self.task.migration.spec.instance_uuid
+
+    @property
+    def same(self) -> bool:
+        return self.task.role is stages.Role.SAME_HOST
+
+    def guest(self, flavor: Any) -> base.Guest:
+        assert self.inst is not None
+        return _guest(self.inst, flavor, self.uuid, self.task.migration.spec.power_on)
+
+
+Extra = dict[str, Any]  # status fields a duty records with the phase write that follows it
+
+
+async def _set_aside(s: _Step) -> Extra:
+    assert s.inst is not None
+    await s.node.driver.migrate_disk_and_power_off(
+        s.uuid, migration=s.uid, same_host=s.same, timeout=shutdown_timeout(s.node, s.inst)
+    )
+    faults.point("agent", "source-set-aside")
+    return {}
+
+
+async def _build(s: _Step) -> Extra:
+    assert s.inst is not None
+    mig = s.task.migration
+    if not s.same:
+        await _receive_disk(s.node, mig, _owner(s.inst))
+    guest = s.guest(mig.spec.new_flavor)
+    await s.node.driver.finish_migration(guest, migration=s.uid, same_host=s.same)
+    await _report(s.node, s.inst)  # before the phase: whoever sees VERIFY_RESIZE sees the copy
+    faults.point("agent", "dest-finished")
+    return {}
+
+
+async def _confirm(s: _Step) -> Extra:
+    await s.node.driver.confirm_migration(s.uuid, migration=s.uid, same_host=s.same)
+    faults.point("agent", "source-confirmed")
+    return {}
+
+
+async def _release_copy(s: _Step) -> Extra:
+    if s.task.migration.status.phase is P.REVERTING:
+        # Never two guests: the copy here stops before the original starts, whatever
+        # its markers say (the release below removes it only if they name `mig`).
+        info = await s.node.driver.get_info(s.uuid)
+        if info is not None and info.power is base.Power.RUNNING:
+            await s.node.driver.power_off(s.uuid, 0)
+    await s.node.driver.release_migration(s.uuid, migration=s.uid)
+    faults.point("agent", "dest-released")
+    return {}
+
+
+async def _restore(s: _Step) -> Extra:
+    assert s.inst is not None
+    guest = s.guest(s.task.migration.spec.old_flavor)
+    await s.node.driver.finish_revert_migration(guest, migration=s.uid, same_host=s.same)
+    await _report(s.node, s.inst)  # before the phase: whoever sees ACTIVE sees the original
+    if s.task.work.to is not None:
+        faults.point("agent", "source-reverted")
+    return {}
+
+
+async def _keep_running(s: _Step) -> Extra:
+    faults.point("agent", "source-set-aside")  # live: nothing to power off or move
+    return {}
+
+
+async def _plug(s: _Step) -> Extra:
+    assert s.inst is not None
+    await s.node.driver.resize_live(s.guest(s.task.migration.spec.new_flavor), migration=s.uid)
+    await _report(s.node, s.inst)  # before the phase, as a cold build
+    faults.point("agent", "dest-finished")
+    return {}
+
+
+async def _unplug(s: _Step) -> Extra:
+    assert s.inst is not None
+    mig = s.task.migration
+    reverted = await s.node.driver.revert_live(s.guest(mig.spec.old_flavor), migration=s.uid)
+    await _report(s.node, s.inst)
+    how = migration.Mode.LIVE if reverted.live else migration.Mode.COLD
+    log.info("migration %s: reverted %s: %s", mig.metadata.name, how.value, reverted.reason)
+    if s.task.work.to is None:
+        return {}  # the undo of a failed resize: no phase to write
+    faults.point("agent", "source-reverted")
+    return {"revertMode": how.value, "revertReason": reverted.reason}
+
+
+DUTIES: dict[Duty, Callable[[_Step], Awaitable[Extra]]] = {
+    Duty.SET_ASIDE: _set_aside,
+    Duty.BUILD: _build,
+    Duty.CONFIRM: _confirm,
+    Duty.RELEASE: _release_copy,
+    Duty.RESTORE: _restore,
+    Duty.KEEP_RUNNING: _keep_running,
+    Duty.PLUG: _plug,
+    Duty.UNPLUG: _unplug,
+}
+
+
 async def _run(node: Node, obs: duties.Observed, task: duties.Task) -> migration.Migration | None:
     mig, work = task.migration, task.work
-    spec, uid = mig.spec, mig.metadata.uid
-    same = task.role is stages.Role.SAME_HOST
-    uuid = spec.instance_uuid
-    inst = obs.instance
-    duty = work.duty
-    if duty is Duty.SET_ASIDE:
-        assert inst is not None
-        await node.driver.migrate_disk_and_power_off(
-            uuid, migration=uid, same_host=same, timeout=shutdown_timeout(node, inst)
-        )
-        faults.point("agent", "source-set-aside")
-    elif duty is Duty.BUILD:
-        assert inst is not None
-        if not same:
-            await _receive_disk(node, mig, _owner(inst))
-        guest = _guest(inst, spec.new_flavor, uuid, spec.power_on)
-        await node.driver.finish_migration(guest, migration=uid, same_host=same)
-        await _report(node, inst)  # before the phase: whoever sees VERIFY_RESIZE sees the copy
-        faults.point("agent", "dest-finished")
-    elif duty is Duty.CONFIRM:
-        await node.driver.confirm_migration(uuid, migration=uid, same_host=same)
-        faults.point("agent", "source-confirmed")
-    elif duty is Duty.RELEASE:
-        if mig.status.phase is P.REVERTING:
-            # Never two guests: the copy here stops before the original starts, whatever
-            # its markers say (the release below removes it only if they name `mig`).
-            info = await node.driver.get_info(uuid)
-            if info is not None and info.power is base.Power.RUNNING:
-                await node.driver.power_off(uuid, 0)
-        await node.driver.release_migration(uuid, migration=uid)
-        faults.point("agent", "dest-released")
-    elif duty is Duty.RESTORE:
-        assert inst is not None
-        guest = _guest(inst, spec.old_flavor, uuid, spec.power_on)
-        await node.driver.finish_revert_migration(guest, migration=uid, same_host=same)
-        await _report(node, inst)  # before the phase: whoever sees ACTIVE sees the original
-        if work.to is not None:
-            faults.point("agent", "source-reverted")
+    extra = await DUTIES[work.duty](_Step(node, task, obs.instance))
     if work.marks:
         body = await node.objs.patch(
             objects.MIGRATION,
@@ -174,7 +253,7 @@ async def _run(node: Node, obs: duties.Observed, task: duties.Task) -> migration
         return migration.Migration.model_validate(body)
     if work.to is None or mig.status.phase is None:
         return None
-    return await _advance(node, mig, mig.status.phase, work.to)
+    return await _advance(node, mig, mig.status.phase, work.to, extra=extra)
 
 
 async def _failed(node: Node, task: duties.Task, message: str) -> migration.Migration | None:
@@ -253,10 +332,16 @@ def _guest(inst: instance.Instance, flavor: Any, uuid: str, power_on: bool) -> b
 
 
 async def _advance(
-    node: Node, mig: migration.Migration, old: P, new: P, message: str = ""
+    node: Node,
+    mig: migration.Migration,
+    old: P,
+    new: P,
+    message: str = "",
+    *,
+    extra: Extra | None = None,
 ) -> migration.Migration | None:
     """CAS the phase; None if someone else moved it first (the next event tells us)."""
-    status = {"phase": new.value, **({"message": message} if message else {})}
+    status = {"phase": new.value, **({"message": message} if message else {}), **(extra or {})}
     try:
         body = await node.objs.set_phase(
             objects.MIGRATION,
@@ -315,6 +400,8 @@ async def _report(node: Node, inst: instance.Instance) -> None:
         "vcpus": info.vcpus,
         "memoryMiB": info.memory_mib,
         "diskGiB": info.disk_gib,
+        "maxVcpus": info.max_vcpus,
+        "maxMemoryMiB": info.max_memory_mib,
     }
     current = inst.status.host
     same = (
@@ -325,6 +412,8 @@ async def _report(node: Node, inst: instance.Instance) -> None:
             "vcpus": current.vcpus,
             "memoryMiB": current.memory_mib,
             "diskGiB": current.disk_gib,
+            "maxVcpus": current.max_vcpus,
+            "maxMemoryMiB": current.max_memory_mib,
         }
         == report
     )

@@ -55,6 +55,13 @@ class FlavorSpec(common.Model):
     description: str = pydantic.Field(
         default="", max_length=1024, description="Free text shown to users."
     )
+    allow_live_resize: bool = pydantic.Field(
+        default=True,
+        description=(
+            "false: a resize to this Flavor is always cold (the guest reboots), whatever "
+            "the Instance's resizePolicy says (Live is refused)."
+        ),
+    )
 
 
 class Flavor(common.Model):

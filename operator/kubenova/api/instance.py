@@ -56,6 +56,14 @@ class PowerState(enum.StrEnum):
     STOPPED = "Stopped"
 
 
+class ResizePolicy(enum.StrEnum):
+    """How a resize may be applied (spec.resizePolicy)."""
+
+    AUTO = "Auto"  # live when possible, cold otherwise; the Migration says which and why
+    LIVE = "Live"  # live or not at all: refused with a ResizeFailed condition when it cannot
+    COLD = "Cold"  # always power off and boot on the new flavor (Nova's resize)
+
+
 class InstanceSpec(common.Model):
     """What the user wants: size, image, power state, placement constraints."""
 
@@ -100,6 +108,15 @@ class InstanceSpec(common.Model):
             "Unset: the agent's default (Nova's shutdown_timeout)."
         ),
     )
+    resize_policy: ResizePolicy = pydantic.Field(
+        default=ResizePolicy.AUTO,
+        description=(
+            "Auto: a resize that only grows vCPUs, memory or disk and fits on the current "
+            "node is applied live, without a reboot, and can still be reverted; anything "
+            "else is cold. Live: live or refused (a ResizeFailed condition says why). "
+            "Cold: always power off and boot on the new flavor, as Nova does."
+        ),
+    )
 
 
 class HostStatus(common.Model):
@@ -120,6 +137,17 @@ class HostStatus(common.Model):
     )
     disk_gib: int = pydantic.Field(
         alias="diskGiB", ge=0, description="Virtual size of the root disk, GiB."
+    )
+    max_vcpus: int = pydantic.Field(
+        default=0,
+        ge=0,
+        description="vCPUs the running guest can grow to without a reboot (0: no headroom).",
+    )
+    max_memory_mib: int = pydantic.Field(
+        default=0,
+        alias="maxMemoryMiB",
+        ge=0,
+        description="Memory (MiB) the running guest can grow to without a reboot (0: none).",
     )
     observed_at: datetime.datetime = pydantic.Field(
         description="When the agent looked (its node's clock: for people, never compared)."

@@ -21,6 +21,13 @@ class MigrationType(enum.StrEnum):
     MIGRATION = "migration"  # same flavor, another node (cold migrate)
 
 
+class Mode(enum.StrEnum):
+    """How a resize is applied (spec.mode), or how its revert was (status.revertMode)."""
+
+    LIVE = "live"  # on the running guest: hot-plug, a grown disk overlay; no reboot
+    COLD = "cold"  # power off, set aside, boot on the new flavor (Nova's resize)
+
+
 class MigrationPhase(enum.StrEnum):
     """Nova's migration status values, in order."""
 
@@ -147,6 +154,16 @@ class MigrationSpec(common.Model):
     power_on: bool = pydantic.Field(
         default=True, description="Whether to start the guest after each step (it was running)."
     )
+    mode: Mode = pydantic.Field(
+        default=Mode.COLD,
+        description=(
+            "live: applied to the running guest without a reboot (same node, grow only); "
+            "cold: power off and boot on the new flavor."
+        ),
+    )
+    mode_reason: str = pydantic.Field(
+        default="", max_length=1024, description="Why the controller chose this mode."
+    )
 
 
 # The history kept per migration; writers drop the oldest entries beyond it (retried
@@ -196,6 +213,16 @@ class MigrationStatus(common.Model):
             "while it was down."
         ),
     )
+    revert_mode: Mode | None = pydantic.Field(
+        default=None,
+        description=(
+            "How a revert restored the old sizes: live (unplugged on the running guest) or "
+            "cold (powered off, the original disk back, booted on the old flavor)."
+        ),
+    )
+    revert_reason: str = pydantic.Field(
+        default="", max_length=1024, description="Why the revert took that path."
+    )
     phase_transitions: list[PhaseTransition] = pydantic.Field(
         default_factory=list,
         max_length=MAX_PHASE_TRANSITIONS,
@@ -234,6 +261,7 @@ RESOURCE = resource.CustomResource(
         resource.PrinterColumn(
             name="TYPE", json_path=".spec.type", description="resize or migration."
         ),
+        resource.PrinterColumn(name="MODE", json_path=".spec.mode", description="live or cold."),
         resource.PrinterColumn(
             name="SOURCE", json_path=".spec.sourceNode", description="Source node."
         ),

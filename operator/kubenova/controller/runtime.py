@@ -57,6 +57,7 @@ class Runtime:
         self.settings = lifecycle.Settings(
             confirm_window_seconds=cfg.resize_confirm_window_seconds,
             allow_resize_to_same_host=cfg.allow_resize_to_same_host,
+            live_resize=cfg.live_resize,
             retry_base_seconds=cfg.retry_base_seconds,
             retry_cap_seconds=cfg.retry_cap_seconds,
         )

@@ -39,6 +39,16 @@ class GuestInfo:
     vcpus: int
     memory_mib: int
     disk_gib: int
+    max_vcpus: int = 0  # what the running guest can grow to without a reboot (0: no headroom)
+    max_memory_mib: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Reverted:
+    """How revert_live gave the old sizes back."""
+
+    live: bool  # unplugged on the running guest; False: powered off and booted on them
+    reason: str
 
 
 class DriverError(Exception):
@@ -88,13 +98,28 @@ class Driver(Protocol):
 
     async def confirm_migration(self, uuid: str, *, migration: str, same_host: bool) -> None:
         """Source: delete the revert point once the new disk is proven standalone (same
-        host), or the source guest (cross-host). Raises, keeping everything, otherwise."""
+        host; after a live resize, the overlay committed into the disk), or the source
+        guest (cross-host). Raises, keeping everything, otherwise."""
         ...
 
     async def finish_revert_migration(
         self, guest: Guest, *, migration: str, same_host: bool
     ) -> None:
         """Source: drop the new guest (same host), restore the original, start if it ran."""
+        ...
+
+    async def resize_live(self, guest: Guest, *, migration: str) -> None:
+        """Same host, the guest running: grow it to `guest.flavor` without a reboot (vCPUs
+        and memory hot-plugged into its headroom; a grown disk on an overlay of the
+        untouched original, marked as `migration`'s, then grown). Nothing is powered off
+        and nothing of the original is changed; raises if the guest cannot grow so."""
+        ...
+
+    async def revert_live(self, guest: Guest, *, migration: str) -> Reverted:
+        """Undo resize_live back to `guest.flavor`: unplugged live where the disk did not
+        grow and the guest lets go of what was added; otherwise cold, exactly as Nova's
+        revert (powered off, `migration`'s overlay dropped, the original disk booted on the
+        old flavor). Idempotent; never touches an overlay another migration made."""
         ...
 
     async def release_migration(self, uuid: str, *, migration: str) -> None:

@@ -17,6 +17,8 @@ from typing import Any
 from kubenova.drivers import base
 from kubenova.scheduling.amounts import Amount
 
+HOTPLUG_RATIO = 4  # headroom of a fake guest, times the flavor it was defined with
+
 
 @dataclasses.dataclass
 class _Disk:
@@ -24,11 +26,26 @@ class _Disk:
     memory_mib: int
     disk_gib: int
     image: str
+    max_vcpus: int = 0  # hot-plug ceiling, set when the guest is defined (spawn, cold steps)
+    max_memory_mib: int = 0
 
     @classmethod
     def of(cls, guest: base.Guest) -> _Disk:
         f = guest.flavor
-        return cls(f.vcpus, f.memory_mib, f.disk_gib, guest.image)
+        return cls(
+            f.vcpus,
+            f.memory_mib,
+            f.disk_gib,
+            guest.image,
+            f.vcpus * HOTPLUG_RATIO,
+            f.memory_mib * HOTPLUG_RATIO,
+        )
+
+
+def _defined(disk: _Disk, guest: base.Guest) -> _Disk:
+    """`disk` defined afresh for `guest`'s flavor (sizes and headroom; the disk keeps its size)."""
+    fresh = _Disk.of(guest)
+    return dataclasses.replace(fresh, disk_gib=disk.disk_gib, image=disk.image)
 
 
 @dataclasses.dataclass
@@ -168,11 +185,45 @@ class FakeDriver:
         if g.current is None:
             raise base.DriverError(f"no original disk for {guest.uuid} on this node")
         # The definition is the one the revert asks for; the disk is the original's.
-        g.current = dataclasses.replace(
-            g.current, vcpus=guest.flavor.vcpus, memory_mib=guest.flavor.memory_mib
-        )
+        g.current = _defined(g.current, guest)
         g.power = base.Power.RUNNING if guest.power_on else base.Power.STOPPED
         self._save()
+
+    async def resize_live(self, guest: base.Guest, *, migration: str) -> None:
+        await self._step("resize_live")
+        g = self._get(guest.uuid)
+        c, f = g.current, guest.flavor
+        if c is None or g.power is not base.Power.RUNNING:
+            raise base.DriverError(f"{guest.uuid} is not running: nothing to resize live")
+        if f.vcpus > c.max_vcpus or f.memory_mib > c.max_memory_mib:
+            raise base.DriverError(f"{guest.uuid} has no headroom for {f}")
+        if f.disk_gib > c.disk_gib and g.aside_for != migration:
+            g.resize, g.aside_for = dataclasses.replace(c), migration  # the overlay's base
+        g.current = dataclasses.replace(
+            c, vcpus=f.vcpus, memory_mib=f.memory_mib, disk_gib=max(c.disk_gib, f.disk_gib)
+        )
+        self._save()
+
+    async def revert_live(self, guest: base.Guest, *, migration: str) -> base.Reverted:
+        await self._step("revert_live")
+        g = self._get(guest.uuid)
+        if g.resize is not None and g.aside_for == migration:
+            g.current, g.resize, g.aside_for = g.resize, None, ""
+            reverted = base.Reverted(False, "the disk grew: the original disk is booted")
+        elif "unplug" in self.fail:
+            reverted = base.Reverted(False, "the guest did not let go of the added vCPUs")
+        else:
+            reverted = base.Reverted(True, "unplugged on the running guest")
+        assert g.current is not None
+        if reverted.live:  # the running guest keeps the headroom it booted with
+            g.current = dataclasses.replace(
+                g.current, vcpus=guest.flavor.vcpus, memory_mib=guest.flavor.memory_mib
+            )
+        else:
+            g.current = _defined(g.current, guest)
+        g.power = base.Power.RUNNING if guest.power_on else base.Power.STOPPED
+        self._save()
+        return reverted
 
     async def release_migration(self, uuid: str, *, migration: str) -> None:
         await self._step("release_migration")
@@ -204,8 +255,14 @@ class FakeDriver:
         if g is None or g.current is None:
             return None
         c = g.current
+        running = g.power is base.Power.RUNNING
         return base.GuestInfo(
-            power=g.power, vcpus=c.vcpus, memory_mib=c.memory_mib, disk_gib=c.disk_gib
+            power=g.power,
+            vcpus=c.vcpus,
+            memory_mib=c.memory_mib,
+            disk_gib=c.disk_gib,
+            max_vcpus=c.max_vcpus if running else 0,
+            max_memory_mib=c.max_memory_mib if running else 0,
         )
 
     async def list_guests(self) -> list[str]:

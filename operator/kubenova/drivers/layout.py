@@ -5,6 +5,9 @@
     <root>/<uuid>/.received-for           uid of the Migration whose transfer brought the disk
     <root>/<uuid>/.source-<migration uid> written by a migration's source before the hand-off;
                                           a destination that sees it shares the source's storage
+    <root>/<uuid>/disk.live               a live resize's overlay on the untouched `disk`
+                                          (the guest runs on it until confirm or revert)
+    <root>/<uuid>/.live-for               uid of the Migration whose live resize made it
     <root>/<uuid>_resize/                 the revert point of a same-host resize
     <root>/<uuid>_resize/.set-aside-for   uid of the Migration that set it aside
     <root>/.quarantine/<uuid>-<stamp>/    what an orphan sweep took away, kept for a while
@@ -29,6 +32,7 @@ UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
 OWNER = ".kubenova-instance"
 RECEIVED_FOR = ".received-for"
 SET_ASIDE_FOR = ".set-aside-for"
+LIVE_FOR = ".live-for"
 SOURCE_PROBE = ".source-"
 QUARANTINE = ".quarantine"
 RESIZE_SUFFIX = "_resize"
@@ -90,6 +94,9 @@ class Layout:
 
     def set_aside_for(self, uuid: str) -> str | None:
         return read_marker(self.aside(uuid) / SET_ASIDE_FOR)
+
+    def live_for(self, uuid: str) -> str | None:
+        return read_marker(self.dir(uuid) / LIVE_FOR)
 
     def received_for(self, uuid: str) -> str | None:
         return read_marker(self.dir(uuid) / RECEIVED_FOR)

@@ -11,6 +11,13 @@ makes the overlay standalone (a block pull, live if the guest runs) and deletes 
 revert point only once the overlay is proven to need it no more; revert drops the overlay
 and renames the original back. See docs/libvirt-driver.md.
 
+Live resize (the guest keeps running): every guest is defined with hot-plug headroom
+(domain.py); vCPUs and virtio-mem memory are plugged into it, and a grown disk is an
+external snapshot `<uuid>/disk.live` on the untouched `disk`, then grown. Revert unplugs
+what was added where the guest lets go and the disk did not grow; otherwise it is cold and
+exact (the overlay dropped, `disk` booted on the old flavor). Confirm commits the overlay
+into `disk` (live, then pivots) and deletes it only once no definition uses it.
+
 Disk safety: no step takes an artefact it finds for done work unless it carries the
 marker of the migration at hand; what is not trusted is refused or moved to quarantine,
 never deleted, and the original survives every failure before confirm.
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime
 import logging
 import pathlib
@@ -39,6 +47,9 @@ from kubenova.scheduling.amounts import Amount
 log = logging.getLogger(__name__)
 
 BLOCK_JOB_POLL = 0.2  # seconds between block-pull progress checks
+UNPLUG_WAIT_SECONDS = 30.0  # how long a TCG guest gets to let go of memory on a live revert
+MAX_HOTPLUG_VCPUS = 64  # the pc machine's hot-plug ceiling, whatever the ratio says
+LIVE_DISK = "disk.live"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # an image name: never a path
 DISK = "disk"
 TARGET = domain.TARGET
@@ -59,6 +70,7 @@ class LibvirtDriver:
         images_path: pathlib.Path | None = None,
         virt_type: str = "kvm",
         domain_prefix: str = "",
+        hotplug_ratio: float = 4.0,
     ) -> None:
         """`domain_prefix` lets several agents share one libvirtd (two simulated nodes on one
         machine): domain name and UUID are then derived from the prefix and the instance
@@ -69,6 +81,7 @@ class LibvirtDriver:
         self.files = layout.Layout(instances_path)
         self.images = images_path
         self.virt_type = virt_type
+        self.hotplug_ratio = hotplug_ratio
         (self.root / "console").mkdir(parents=True, exist_ok=True)
         self._conn: libvirt.virConnect | None = None
 
@@ -104,7 +117,22 @@ class LibvirtDriver:
         # libvirt-python and qemu-img block: keep them off the event loop.
         return await asyncio.to_thread(fn, *args)
 
+    def _active_disk(self, uuid: str) -> pathlib.Path:
+        """The disk the guest runs on: a live resize's overlay while it lasts, else `disk`."""
+        d = self.files.dir(uuid)
+        return d / LIVE_DISK if (d / LIVE_DISK).exists() else d / DISK
+
+    def _headroom(self, flavor: Amount) -> tuple[int, int]:
+        """(vCPUs, memory MiB) a guest of `flavor` may grow to without a reboot."""
+        if self.hotplug_ratio <= 1:
+            return flavor.vcpus, flavor.memory_mib
+        host_mib = int(self.conn.getInfo()[1])
+        vcpus = min(int(flavor.vcpus * self.hotplug_ratio), MAX_HOTPLUG_VCPUS)
+        memory = min(int(flavor.memory_mib * self.hotplug_ratio), host_mib)
+        return max(vcpus, flavor.vcpus), max(memory, flavor.memory_mib)
+
     def _xml(self, guest: base.Guest, image: pathlib.Path) -> str:
+        max_vcpus, max_memory = self._headroom(guest.flavor)
         return domain.xml(
             domain.Definition(
                 virt_type=self.virt_type,
@@ -114,9 +142,11 @@ class LibvirtDriver:
                 description=guest.name,
                 memory_mib=guest.flavor.memory_mib,
                 vcpus=guest.flavor.vcpus,
-                disk=self.files.dir(guest.uuid) / DISK,
+                disk=self._active_disk(guest.uuid),
                 console=self.console_log(guest.uuid),
                 image=image,
+                max_vcpus=max_vcpus,
+                max_memory_mib=max_memory,
             )
         )
 
@@ -310,6 +340,11 @@ class LibvirtDriver:
 
     def _confirm(self, uuid: str, migration: str, same_host: bool) -> None:
         d, aside = self.files.dir(uuid), self.files.aside(uuid)
+        if same_host and (self.files.dir(uuid) / LIVE_DISK).exists():
+            if self.files.live_for(uuid) != migration:
+                raise base.DriverError(f"the live overlay of {uuid} is not this migration's: kept")
+            self._commit_live(uuid)
+            return
         if not same_host:
             if self.files.received_for(uuid) == migration:
                 # This migration's destination marked the source's directory: storage is
@@ -356,6 +391,61 @@ class LibvirtDriver:
                 "the revert point is kept and the confirm will be retried"
             )
 
+    def _commit_live(self, uuid: str) -> None:
+        """A live resize confirmed: its overlay's data goes into `disk` (live: an active
+        block commit, then a pivot, the guest running on; off: qemu-img commit), and the
+        overlay is deleted only once no definition, live or persistent, uses it."""
+        d = self.files.dir(uuid)
+        live, disk = d / LIVE_DISK, d / DISK
+        if not live.exists():
+            (d / layout.LIVE_FOR).unlink(missing_ok=True)
+            return  # done before a crash, or the resize did not grow the disk
+        dom = self._domain(uuid)
+        if dom is None:
+            raise base.DriverError(f"{uuid} has no domain: its overlay {live} is kept")
+        if dom.isActive():
+            if _disk_source(dom) == str(live):
+                self._active_commit(dom, disk, live)
+        elif _disk_source(dom) == str(live):
+            qcow2.commit(live)
+        faults.point("agent", "libvirt:live-committed")
+        self._repoint(dom, disk)
+        if str(live) in (_disk_source(dom), _disk_source(dom, inactive=True)):
+            raise base.DriverError(f"{uuid} still runs on {live}: it is kept, confirm retried")
+        live.unlink()
+        (d / layout.LIVE_FOR).unlink(missing_ok=True)
+
+    @staticmethod
+    def _active_commit(dom: libvirt.virDomain, disk: pathlib.Path, live: pathlib.Path) -> None:
+        if not dom.blockJobInfo(TARGET, 0):
+            dom.blockCommit(TARGET, str(disk), str(live), 0, libvirt.VIR_DOMAIN_BLOCK_COMMIT_ACTIVE)
+        while True:
+            job = dom.blockJobInfo(TARGET, 0)
+            if not job:
+                raise base.DriverError(
+                    f"block commit of {live} ended without completing: the overlay is kept "
+                    "and the confirm will be retried"
+                )
+            if job["cur"] == job["end"]:
+                with contextlib.suppress(libvirt.libvirtError):  # not ready yet: polled again
+                    dom.blockJobAbort(TARGET, libvirt.VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT)
+                    return
+            time.sleep(BLOCK_JOB_POLL)
+
+    def _repoint(self, dom: libvirt.virDomain, disk: pathlib.Path) -> None:
+        """The persistent definition names `disk` (a pivot may leave it at the overlay)."""
+        root = ElementTree.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        for element in root.iterfind("devices/disk"):
+            target, source = element.find("target"), element.find("source")
+            if target is None or source is None or target.get("dev") != TARGET:
+                continue
+            if source.get("file") == str(disk):
+                return
+            source.set("file", str(disk))
+            for backing in element.findall("backingStore"):
+                element.remove(backing)
+        self.conn.defineXML(ElementTree.tostring(root, "unicode"))
+
     @staticmethod
     def _live_backing(dom: libvirt.virDomain) -> str | None:
         root = ElementTree.fromstring(dom.XMLDesc(0))
@@ -394,6 +484,142 @@ class LibvirtDriver:
         self._define(guest)
         if guest.power_on:
             self._start(guest.uuid)
+
+    # --- the protocol: live resize ---------------------------------------------------------
+
+    async def resize_live(self, guest: base.Guest, *, migration: str) -> None:
+        await self._run(self._resize_live, guest, migration)
+
+    def _resize_live(self, guest: base.Guest, migration: str) -> None:
+        uuid, want = guest.uuid, guest.flavor
+        dom = self._domain(uuid)
+        if dom is None or not dom.isActive():
+            raise base.DriverError(f"{uuid} is not running: a live resize needs the running guest")
+        sizes = _Sizes.of(dom)
+        if want.vcpus > sizes.max_vcpus or want.memory_mib > max(
+            sizes.max_memory_mib, sizes.memory_mib
+        ):
+            raise base.DriverError(
+                f"{uuid} can grow to {sizes.max_vcpus} vCPUs and {sizes.max_memory_mib} MiB "
+                f"without a reboot, not {want.vcpus} and {want.memory_mib}"
+            )
+        if want.disk_gib * qcow2.GIB > dom.blockInfo(TARGET)[0]:
+            self._live_overlay(dom, uuid, migration)
+            faults.point("agent", "libvirt:live-overlay")
+            dom.blockResize(
+                TARGET, want.disk_gib * qcow2.GIB, libvirt.VIR_DOMAIN_BLOCK_RESIZE_BYTES
+            )
+        if want.memory_mib != sizes.memory_mib:
+            self._plug_memory(dom, want.memory_mib - sizes.boot_mib)
+        if want.vcpus != int(dom.info()[3]):
+            dom.setVcpusFlags(want.vcpus, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+        faults.point("agent", "libvirt:plugged")
+        # The next boot (a host restart, a power cycle in VERIFY_RESIZE) is on the new
+        # flavor and on the overlay, never on the original under it.
+        self._define(guest)
+
+    def _live_overlay(self, dom: libvirt.virDomain, uuid: str, migration: str) -> None:
+        """An external snapshot: the guest writes to `disk.live` from now on and `disk`, the
+        original, is left exactly as it was (the revert point of a live resize)."""
+        d = self.files.dir(uuid)
+        live = d / LIVE_DISK
+        if _disk_source(dom) == str(live):
+            if self.files.live_for(uuid) != migration:
+                raise base.DriverError(f"{live} is another migration's overlay: not this one's")
+            return  # done before a crash
+        if live.exists():  # not in use: an attempt that died before its snapshot; kept aside
+            where = self.files.quarantine_dir(f"{uuid}-{LIVE_DISK}", _now())
+            where.mkdir(parents=True, exist_ok=True)
+            live.rename(where / LIVE_DISK)
+        layout.write_marker(d / layout.LIVE_FOR, migration)
+        snapshot = (
+            "<domainsnapshot><disks>"
+            f"<disk name='{TARGET}' snapshot='external'><source file='{live}'/></disk>"
+            "</disks></domainsnapshot>"
+        )
+        flags = (
+            libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY
+            | libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_NO_METADATA
+            | libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC
+        )
+        dom.snapshotCreateXML(snapshot, flags)
+
+    @staticmethod
+    def _plug_memory(dom: libvirt.virDomain, requested_mib: int) -> None:
+        """Set the virtio-mem device's requested size (what the guest is asked to hold)."""
+        root = ElementTree.fromstring(dom.XMLDesc(0))
+        device = root.find("devices/memory[@model='virtio-mem']")
+        if device is None:
+            raise base.DriverError("the guest has no virtio-mem device: memory cannot grow live")
+        requested = device.find("target/requested")
+        assert requested is not None
+        requested.set("unit", "KiB")
+        requested.text = str(requested_mib * 1024)
+        target = device.find("target")
+        current = target.find("current") if target is not None else None
+        if target is not None and current is not None:
+            target.remove(current)
+        dom.updateDeviceFlags(
+            ElementTree.tostring(device, "unicode"), libvirt.VIR_DOMAIN_AFFECT_LIVE
+        )
+
+    async def revert_live(self, guest: base.Guest, *, migration: str) -> base.Reverted:
+        return await self._run(self._revert_live, guest, migration)  # type: ignore[no-any-return]
+
+    def _revert_live(self, guest: base.Guest, migration: str) -> base.Reverted:
+        uuid, old = guest.uuid, guest.flavor
+        d = self.files.dir(uuid)
+        live = d / LIVE_DISK
+        if live.exists() and self.files.live_for(uuid) == migration:
+            why = "the disk grew: the guest is booted on its original disk and the old flavor"
+            return self._revert_cold(guest, why, drop=live)
+        dom = self._domain(uuid)
+        if dom is None or not dom.isActive():
+            return self._revert_cold(guest, "the guest is not running")
+        try:
+            sizes = _Sizes.of(dom)
+            if sizes.memory_mib != old.memory_mib:
+                self._plug_memory(dom, old.memory_mib - sizes.boot_mib)
+                self._wait_unplugged(dom, old.memory_mib - sizes.boot_mib)
+            if int(dom.info()[3]) != old.vcpus:
+                dom.setVcpusFlags(old.vcpus, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+        except (libvirt.libvirtError, base.DriverError) as exc:
+            return self._revert_cold(guest, f"the guest did not let go live ({exc})")
+        self._define(guest)
+        return base.Reverted(True, "unplugged on the running guest")
+
+    @staticmethod
+    def _wait_unplugged(dom: libvirt.virDomain, requested_mib: int) -> None:
+        """The guest gives memory back at its own pace: wait until it holds no more than
+        asked, or give up (the caller reverts cold)."""
+        deadline = time.monotonic() + UNPLUG_WAIT_SECONDS
+        while _Sizes.of(dom).plugged_mib > requested_mib:
+            if time.monotonic() > deadline:
+                raise base.DriverError(
+                    f"the guest still holds {_Sizes.of(dom).plugged_mib} MiB of hot-plugged "
+                    f"memory after {UNPLUG_WAIT_SECONDS:.0f}s, not {requested_mib}"
+                )
+            time.sleep(BLOCK_JOB_POLL)
+
+    def _revert_cold(
+        self, guest: base.Guest, why: str, drop: pathlib.Path | None = None
+    ) -> base.Reverted:
+        """Nova's revert: power off, the original disk (`drop`, the overlay, goes), defined
+        on the old flavor, started if it ran."""
+        dom = self._domain(guest.uuid)
+        if dom is not None and dom.isActive():
+            if drop is not None:
+                dom.destroy()  # what it wrote since the resize is discarded anyway
+            else:
+                self._stop(guest.uuid, 60.0)
+        faults.point("agent", "libvirt:live-reverting")
+        if drop is not None:
+            drop.unlink()  # before the definition: it must name `disk` again
+            (drop.parent / layout.LIVE_FOR).unlink(missing_ok=True)
+        self._define(guest)
+        if guest.power_on:
+            self._start(guest.uuid)
+        return base.Reverted(False, why)
 
     async def release_migration(self, uuid: str, *, migration: str) -> None:
         await self._run(self._release, uuid, migration)
@@ -436,14 +662,19 @@ class LibvirtDriver:
 
     def _info(self, uuid: str) -> base.GuestInfo | None:
         dom = self._domain(uuid)
-        disk = self.files.dir(uuid) / DISK
+        disk = self._active_disk(uuid)
         if dom is None or not disk.exists():
             return None
-        state, max_kib, _, vcpus, _ = dom.info()
-        power = base.Power.RUNNING if state == libvirt.VIR_DOMAIN_RUNNING else base.Power.STOPPED
-        size = qcow2.virtual_gib(disk)
+        state, _, _, vcpus, _ = dom.info()
+        running = state == libvirt.VIR_DOMAIN_RUNNING
+        sizes = _Sizes.of(dom)
         return base.GuestInfo(
-            power=power, vcpus=int(vcpus), memory_mib=int(max_kib) // 1024, disk_gib=size
+            power=base.Power.RUNNING if running else base.Power.STOPPED,
+            vcpus=int(vcpus),
+            memory_mib=sizes.memory_mib,
+            disk_gib=qcow2.virtual_gib(disk),
+            max_vcpus=sizes.max_vcpus if running else 0,
+            max_memory_mib=sizes.max_memory_mib if running else 0,
         )
 
     def disk_path(self, uuid: str, *, migration: str) -> pathlib.Path | None:
@@ -456,3 +687,64 @@ class LibvirtDriver:
 
     def owner(self, uuid: str) -> str | None:
         return self.files.owner(uuid)
+
+
+def _disk_source(dom: libvirt.virDomain, *, inactive: bool = False) -> str | None:
+    """The file the root disk's definition names (live, or the persistent one)."""
+    flags = libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0
+    root = ElementTree.fromstring(dom.XMLDesc(flags))
+    for disk in root.iterfind("devices/disk"):
+        target, source = disk.find("target"), disk.find("source")
+        if target is not None and source is not None and target.get("dev") == TARGET:
+            return source.get("file")
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Sizes:
+    """A domain's memory and vCPU ceiling, read from its (live) definition."""
+
+    memory_mib: int  # boot memory plus what the virtio-mem device was asked to hold
+    boot_mib: int  # the NUMA cell's memory (all of it without a virtio-mem device)
+    plugged_mib: int  # what the virtio-mem device holds now (the guest's answer)
+    max_vcpus: int
+    max_memory_mib: int  # 0: no virtio-mem device, memory cannot grow live
+
+    @classmethod
+    def of(cls, dom: libvirt.virDomain) -> _Sizes:
+        root = ElementTree.fromstring(dom.XMLDesc(0))
+        vcpu = root.find("vcpu")
+        max_vcpus = int(vcpu.text or 0) if vcpu is not None else 0
+        device = root.find("devices/memory[@model='virtio-mem']/target")
+        cell = root.find("cpu/numa/cell")
+        if device is None or cell is None:
+            total = _mib(root.find("memory"))
+            return cls(total, total, 0, max_vcpus, 0)
+        boot = _mib(cell, "memory")
+        requested = _mib(device.find("requested"))
+        return cls(
+            memory_mib=boot + requested,
+            boot_mib=boot,
+            plugged_mib=_mib(device.find("current")),
+            max_vcpus=max_vcpus,
+            max_memory_mib=boot + _mib(device.find("size")),
+        )
+
+
+_UNITS = {
+    "KiB": 1 / 1024,
+    "k": 1 / 1024,
+    "MiB": 1,
+    "M": 1,
+    "GiB": 1024,
+    "G": 1024,
+    "b": 1 / 1024**2,
+}
+
+
+def _mib(element: ElementTree.Element | None, attribute: str = "") -> int:
+    """A libvirt size (an element's text, or an attribute's value) in MiB; KiB by default."""
+    if element is None:
+        return 0
+    value = element.get(attribute) if attribute else element.text
+    return int(int(value or 0) * _UNITS.get(element.get("unit", "KiB"), 1 / 1024))

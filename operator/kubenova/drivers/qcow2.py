@@ -59,6 +59,16 @@ def grow(path: pathlib.Path, gib: int) -> None:
         qemu_img("resize", "-q", str(path), f"{gib}G")
 
 
+def commit(top: pathlib.Path) -> None:
+    """Write `top`'s data into its backing file (grown to `top`'s size first), keeping `top`
+    as it is (`-d`): run again after a crash, it writes the same data (the guest is off)."""
+    backing = backing_of(top)
+    if backing is None:
+        raise base.DriverError(f"{top} has no backing file to commit into")
+    grow(pathlib.Path(backing), -(-int(info(top)["virtual-size"]) // GIB))
+    qemu_img("commit", "-q", "-d", "-f", "qcow2", str(top))
+
+
 def flatten(path: pathlib.Path) -> None:
     """Copy the backing data into `path` and drop its backing file (the guest is off)."""
     if faults.fail_once("agent", "libvirt:rebase"):

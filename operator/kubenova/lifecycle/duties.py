@@ -102,7 +102,7 @@ def tasks(obs: Observed) -> list[Task]:
         role = stages.role(mig, obs.node)
         if role is None or not _for_this_instance(mig, obs):
             continue
-        work = stages.stage(mig).work.get(role)
+        work = stages.work(mig, role)
         if work is None or work.duty is stages.Duty.NONE or not _holds(work.guard, mig, obs):
             continue
         if obs.instance is None and work.duty not in _WITHOUT_INSTANCE:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 
 from kubenova.api import common, instance, migration, names
-from kubenova.lifecycle import conditions, moving, observed, plan
+from kubenova.lifecycle import conditions, live, moving, observed, plan
 from kubenova.lifecycle.draft import Draft
 from kubenova.lifecycle.observed import (
     Observed,
@@ -80,9 +80,11 @@ def _check_flavor(obs: Observed, d: Draft, current: common.FlavorSnapshot | None
     return False
 
 
-def _no_valid_host(obs: Observed, d: Draft, type_: names.ConditionType, message: str) -> plan.Plan:
-    if d.condition(type_, S.TRUE if type_ is C.RESIZE_FAILED else S.FALSE, "NoValidHost", message):
-        d.event(Warn, "NoValidHost", message)
+def _no_valid_host(
+    obs: Observed, d: Draft, type_: names.ConditionType, message: str, reason: str = "NoValidHost"
+) -> plan.Plan:
+    if d.condition(type_, S.TRUE if type_ is C.RESIZE_FAILED else S.FALSE, reason, message):
+        d.event(Warn, reason, message)
     return d.plan(requeue_after=retry_after(obs, type_))
 
 
@@ -196,7 +198,7 @@ def _steady(obs: Observed, placement: scheduler.Decision | None) -> plan.Plan:
     if st.flavor is not None and inst.spec.flavor != st.flavor.name:
         return _start_move(obs, d, placement, target=None)
     waiting = conditions.find(st.conditions, C.RESIZE_FAILED.value)
-    if waiting and waiting.status is S.TRUE and waiting.reason == "NoValidHost":
+    if waiting and waiting.status is S.TRUE and waiting.reason in _WAITING_REASONS:
         # Only a resize still waiting for a host is cancelled by setting the flavor back;
         # a failed one stays reported until the next resize succeeds.
         d.condition(
@@ -208,6 +210,25 @@ def _steady(obs: Observed, placement: scheduler.Decision | None) -> plan.Plan:
     if st.flavor is not None and obs.flavor is not None:
         d.condition(C.FLAVOR_VALID, S.TRUE, "FlavorValid", f"flavor {inst.spec.flavor}")
     return d.plan()
+
+
+# A resize that waits (retried with backoff) for one of these; spec.flavor set back cancels.
+_WAITING_REASONS = frozenset({"NoValidHost", LIVE_IMPOSSIBLE := "LiveResizeImpossible"})
+
+
+def _live_case(obs: Observed, new: common.FlavorSnapshot, is_migrate: bool) -> live.Case:
+    inst, st = obs.instance, obs.instance.status
+    assert st.flavor is not None
+    return live.Case(
+        policy=inst.spec.resize_policy,
+        migrate=is_migrate,
+        enabled=obs.settings.live_resize,
+        flavor_allows=obs.flavor is None or obs.flavor.allow_live_resize,
+        same_host_allowed=obs.settings.allow_resize_to_same_host,
+        old=st.flavor,
+        new=new,
+        host=st.node_report(),
+    )
 
 
 def _stopped_by_itself(inst: instance.Instance) -> bool:
@@ -250,6 +271,10 @@ def _start_move(
             return d.plan(requeue_after=FLAVOR_RECHECK_SECONDS)
         assert obs.flavor is not None
         new = snapshot(inst.spec.flavor, obs.flavor)
+    choice = live.choose(_live_case(obs, new, is_migrate))
+    if choice.refused:
+        return _no_valid_host(obs, d, C.RESIZE_FAILED, choice.reason, LIVE_IMPOSSIBLE)
+    stays = choice.mode is live.Mode.LIVE
     if placement is None:
         return plan.Plan(
             need_placement=scheduler.Request(
@@ -258,9 +283,13 @@ def _start_move(
                 source=st.node,
                 source_flavor=amount(st.flavor),
                 allow_same_host=not is_migrate and obs.settings.allow_resize_to_same_host,
-                only=target,
+                only=st.node if stays and inst.spec.resize_policy is live.Policy.LIVE else target,
+                prefer=st.node if stays else None,
             )
         )
+    if placement.node is None and stays and inst.spec.resize_policy is live.Policy.LIVE:
+        message = f"live resize impossible: {placement.message} (a live resize stays on {st.node})"
+        return _no_valid_host(obs, d, C.RESIZE_FAILED, message, LIVE_IMPOSSIBLE)
     if placement.node is None:
         if is_migrate:  # a one-shot request: report, drop the annotation, do not retry
             d.drop_annotation(names.ANNOTATION_MIGRATE)
@@ -268,6 +297,7 @@ def _start_move(
             d.event(Warn, "NoValidHost", "migrate: " + placement.message)
             return d.plan()
         return _no_valid_host(obs, d, C.RESIZE_FAILED, placement.message)
+    choice = live.after_placement(choice, st.node, placement.node)
     kind = migration.MigrationType.MIGRATION if is_migrate else migration.MigrationType.RESIZE
     sequence = max(st.migration_count or 0, obs.last_migration) + 1
     order = plan.MigrationOrder(
@@ -281,6 +311,8 @@ def _start_move(
             old_flavor=st.flavor,
             new_flavor=new,
             power_on=inst.spec.power_state is instance.PowerState.RUNNING,
+            mode=choice.mode,
+            mode_reason=choice.reason,
         ),
         labels={
             names.LABEL_INSTANCE: inst.metadata.name,
@@ -296,7 +328,10 @@ def _start_move(
     # VERIFY_RESIZE on: a new transition, so no report the node made before it (the
     # source's, of its stopped original) can pass for the state after the move.
     if conditions.is_true(st.conditions, C.READY.value):
-        d.condition(C.READY, S.FALSE, "Moving", f"the guest moves to {placement.node}")
+        if choice.mode is live.Mode.LIVE:
+            d.condition(C.READY, S.FALSE, "ResizingLive", "the guest runs on while it grows")
+        else:
+            d.condition(C.READY, S.FALSE, "Moving", f"the guest moves to {placement.node}")
     d.field("previousFlavor", st.flavor)
     d.field("migrationCount", sequence)
     failed = C.MIGRATE_FAILED if is_migrate else C.RESIZE_FAILED
@@ -304,7 +339,12 @@ def _start_move(
         d.condition(failed, S.FALSE, "Scheduled", placement.message)
     where = "same host" if placement.node == st.node else f"{st.node} -> {placement.node}"
     verb = "migrating" if is_migrate else f"resizing {st.flavor.name} -> {new.name}"
-    d.event(Info, "MigrationScheduled" if is_migrate else "ResizeScheduled", f"{verb} ({where})")
+    how = "" if is_migrate else f", {choice.mode.value}: {choice.reason}"
+    d.event(
+        Info,
+        "MigrationScheduled" if is_migrate else "ResizeScheduled",
+        f"{verb} ({where}{how})",
+    )
     return d.plan(create_migration=order)
 
 

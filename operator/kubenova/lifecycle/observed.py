@@ -19,6 +19,7 @@ S = names.ConditionStatus
 class Settings:
     confirm_window_seconds: float = 0.0  # 0: never auto-confirm
     allow_resize_to_same_host: bool = True
+    live_resize: bool = False  # a resize may be applied live (lifecycle/live.py)
     retry_base_seconds: float = 5.0
     retry_cap_seconds: float = 300.0
 

@@ -52,6 +52,10 @@ class Duty(enum.StrEnum):
     CONFIRM = "confirm"  # drop the revert point (same host) or the source's copy
     RELEASE = "release"  # destination: drop what it received and built for this migration
     RESTORE = "restore"  # source: the original back in place, started if it ran
+    # A live resize (spec.mode live) runs the same phases with these in place of the above.
+    KEEP_RUNNING = "keep-running"  # nothing is set aside: the guest runs on
+    PLUG = "plug"  # grow the running guest (hot-plug; a grown disk on an overlay)
+    UNPLUG = "unplug"  # the old sizes back: live where the guest lets go, else cold
 
 
 class Guard(enum.StrEnum):
@@ -172,6 +176,23 @@ STAGES: Mapping[MPhase, Stage] = {
     ),
     MPhase.REVERTED: Stage(Phase.ACTIVE, Task.NONE, Copy.ORIGINAL, _NO_ACTION, {}),
 }
+
+
+# What a live resize does where the table says a cold step (the phases, guards, writes and
+# failure paths stay the table's: the original is the truth until `finished`).
+LIVE_DUTIES: Mapping[Duty, Duty] = {
+    Duty.SET_ASIDE: Duty.KEEP_RUNNING,
+    Duty.BUILD: Duty.PLUG,
+    Duty.RESTORE: Duty.UNPLUG,
+}
+
+
+def work(mig: migration.Migration, role: Role) -> Work | None:
+    """The step `role`'s agent owes `mig` where it stands, for its mode."""
+    found = stage(mig).work.get(role)
+    if found is None or mig.spec.mode is not migration.Mode.LIVE:
+        return found
+    return dataclasses.replace(found, duty=LIVE_DUTIES.get(found.duty, found.duty))
 
 
 def failed_from(mig: migration.Migration) -> MPhase | None:

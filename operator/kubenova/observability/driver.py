@@ -72,6 +72,16 @@ class Timed:
             self.inner.finish_revert_migration(guest, migration=migration, same_host=same_host),
         )
 
+    async def resize_live(self, guest: base.Guest, *, migration: str) -> None:
+        await metrics.timed_step(
+            "resize_live", self.name, self.inner.resize_live(guest, migration=migration)
+        )
+
+    async def revert_live(self, guest: base.Guest, *, migration: str) -> base.Reverted:
+        return await metrics.timed_step(
+            "revert_live", self.name, self.inner.revert_live(guest, migration=migration)
+        )
+
     async def release_migration(self, uuid: str, *, migration: str) -> None:
         await metrics.timed_step(
             "release_migration", self.name, self.inner.release_migration(uuid, migration=migration)

@@ -119,6 +119,10 @@ class HostIndex:
         if request.only is not None:
             return self._try(request.only, request, seen_after, collections.Counter())
         rejected: collections.Counter[str] = collections.Counter()
+        if request.prefer is not None:
+            found = self._try(request.prefer, request, seen_after, collections.Counter())
+            if found is not None:
+                return found
         start, bound = 0, self._memory_bound(request)
         spread = self.weigher is scheduler.Weigher.SPREAD
         if not spread:

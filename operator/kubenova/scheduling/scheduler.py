@@ -49,6 +49,7 @@ class Request:
     source_flavor: amounts.Amount | None = None
     allow_same_host: bool = True  # a cold migrate passes False
     only: str | None = None  # a migrate to a named node
+    prefer: str | None = None  # taken whenever it fits (a live resize stays on its node)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -115,10 +116,13 @@ def select(
 ) -> Decision:
     """The reference: filter and weigh every host, O(hosts). `index.HostIndex` gives the
     same answer without the full scan and is what the controller uses."""
+    for host in hosts:
+        if host.name == request.prefer and rejection(host, request, _used(used, host)) is None:
+            return Decision(node=host.name, rejected={})
     rejected: collections.Counter[str] = collections.Counter()
     best: tuple[float, str] | None = None
     for host in hosts:
-        host_used = used.get(host.name, amounts.ZERO)
+        host_used = _used(used, host)
         reason = rejection(host, request, host_used)
         if reason is not None:
             rejected[reason] += 1
@@ -127,3 +131,7 @@ def select(
         if best is None or key < best:
             best = key
     return Decision(node=best[1] if best else None, rejected=dict(rejected))
+
+
+def _used(used: dict[str, amounts.Amount], host: Host) -> amounts.Amount:
+    return used.get(host.name, amounts.ZERO)

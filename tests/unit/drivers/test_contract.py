@@ -92,6 +92,16 @@ def confirm(driver: base.Driver, *, same_host: bool = True, mig: str = MIG) -> N
     run(driver.confirm_migration(UUID, migration=mig, same_host=same_host))
 
 
+HOTPLUG = 4  # both drivers' default headroom: a running guest may grow to 4x its flavor
+
+
+def running(vcpus: int, memory_mib: int, disk_gib: int) -> base.GuestInfo:
+    """A running guest of these sizes, defined with the default hot-plug headroom."""
+    return base.GuestInfo(
+        base.Power.RUNNING, vcpus, memory_mib, disk_gib, HOTPLUG * vcpus, HOTPLUG * memory_mib
+    )
+
+
 def info(driver: base.Driver) -> base.GuestInfo | None:
     return run(driver.get_info(UUID))  # type: ignore[no-any-return]
 
@@ -99,7 +109,7 @@ def info(driver: base.Driver) -> base.GuestInfo | None:
 def test_spawn_is_idempotent(driver: base.Driver) -> None:
     run(driver.spawn(guest()))
     run(driver.spawn(guest()))
-    assert info(driver) == base.GuestInfo(base.Power.RUNNING, 1, 256, 1)
+    assert info(driver) == running(1, 256, 1)
     assert run(driver.list_guests()) == [UUID]
 
 
@@ -121,11 +131,11 @@ def test_resize_then_confirm(driver: base.Driver, same_host: bool) -> None:
     if same_host:
         for _ in range(2):
             finish(driver)
-        assert info(driver) == base.GuestInfo(base.Power.RUNNING, 2, 512, 2)
+        assert info(driver) == running(2, 512, 2)
     for _ in range(2):
         confirm(driver, same_host=same_host)
     if same_host:
-        assert info(driver) == base.GuestInfo(base.Power.RUNNING, 2, 512, 2)
+        assert info(driver) == running(2, 512, 2)
     else:
         assert run(driver.list_guests()) == []  # the source holds nothing after confirm
 
@@ -136,7 +146,7 @@ def test_same_host_resize_then_revert_restores_the_original(driver: base.Driver)
     finish(driver)
     for _ in range(2):
         revert(driver)
-    assert info(driver) == base.GuestInfo(base.Power.RUNNING, 1, 256, 1)
+    assert info(driver) == running(1, 256, 1)
 
 
 def test_cross_host_revert_powers_the_original_back_on(driver: base.Driver) -> None:
@@ -145,7 +155,7 @@ def test_cross_host_revert_powers_the_original_back_on(driver: base.Driver) -> N
     assert (i := info(driver)) is not None
     assert i.power is base.Power.STOPPED  # kept, powered off, until confirm or revert
     revert(driver, same_host=False)
-    assert info(driver) == base.GuestInfo(base.Power.RUNNING, 1, 256, 1)
+    assert info(driver) == running(1, 256, 1)
 
 
 def test_stopped_instance_stays_stopped_through_a_resize(driver: base.Driver) -> None:
@@ -187,9 +197,9 @@ def test_a_revert_point_of_another_migration_is_never_taken_for_this_ones(
     finish(driver, mig=OTHER)  # the guest runs on the overlay; OTHER is then forgotten
     set_aside(driver)  # the next resize: the stale revert point goes, the current disk stays
     finish(driver, Amount(2, 512, 3))
-    assert info(driver) == base.GuestInfo(base.Power.RUNNING, 2, 512, 3)
+    assert info(driver) == running(2, 512, 3)
     revert(driver)
-    assert info(driver) == base.GuestInfo(base.Power.RUNNING, 1, 256, 2)  # MIG's original
+    assert info(driver) == running(1, 256, 2)  # MIG's original
 
 
 def test_steps_refuse_a_revert_point_that_is_not_this_migrations(driver: base.Driver) -> None:
@@ -199,14 +209,14 @@ def test_steps_refuse_a_revert_point_that_is_not_this_migrations(driver: base.Dr
         with pytest.raises(base.DriverError, match=r"not this migration's|belongs to migration"):
             step(driver)  # type: ignore[operator]
     revert(driver, mig=OTHER)  # its own migration still can
-    assert info(driver) == base.GuestInfo(base.Power.RUNNING, 1, 256, 1)
+    assert info(driver) == running(1, 256, 1)
 
 
 def test_release_leaves_a_guest_that_is_not_this_migrations_alone(driver: base.Driver) -> None:
     """After a failed attempt, a later migration may have built the guest that runs here."""
     run(driver.spawn(guest()))
     run(driver.release_migration(UUID, migration=MIG))  # spawned here, not received for MIG
-    assert info(driver) == base.GuestInfo(base.Power.RUNNING, 1, 256, 1)
+    assert info(driver) == running(1, 256, 1)
     assert run(driver.list_guests()) == [UUID]
 
 
@@ -216,3 +226,77 @@ def test_quarantine_takes_the_guest_away_and_purge_waits(driver: base.Driver) ->
     assert info(driver) is None
     assert run(driver.list_guests()) == []
     assert run(driver.purge_quarantine(3600)) == []
+
+
+# --- live resize (the guest keeps running) ---------------------------------------------------
+
+
+def resize_live(driver: base.Driver, flavor: Amount = BIGGER, mig: str = MIG) -> None:
+    run(driver.resize_live(guest(flavor), migration=mig))
+
+
+def revert_live(driver: base.Driver, mig: str = MIG) -> base.Reverted:
+    return run(driver.revert_live(guest(TINY), migration=mig))  # type: ignore[no-any-return]
+
+
+def test_live_resize_grows_the_running_guest_into_its_headroom(driver: base.Driver) -> None:
+    run(driver.spawn(guest()))
+    resize_live(driver)
+    resize_live(driver)  # run again after a crash: the same guest, not grown twice
+    # Never powered off; the headroom is the one it booted with (TINY's), not BIGGER's.
+    assert info(driver) == base.GuestInfo(base.Power.RUNNING, 2, 512, 2, 4, 1024)
+    confirm(driver)
+    confirm(driver)
+    assert info(driver) == base.GuestInfo(base.Power.RUNNING, 2, 512, 2, 4, 1024)
+
+
+def test_live_resize_beyond_the_headroom_is_refused_and_changes_nothing(
+    driver: base.Driver,
+) -> None:
+    run(driver.spawn(guest()))
+    with pytest.raises(base.DriverError, match="without a reboot|no headroom"):
+        resize_live(driver, Amount(5, 256, 1))
+    assert info(driver) == running(1, 256, 1)
+
+
+def test_live_resize_needs_a_running_guest(driver: base.Driver) -> None:
+    run(driver.spawn(guest(power_on=False)))
+    with pytest.raises(base.DriverError, match="not running"):
+        resize_live(driver)
+
+
+def test_revert_of_a_live_resize_that_grew_the_disk_is_cold_and_exact(
+    driver: base.Driver,
+) -> None:
+    run(driver.spawn(guest()))
+    resize_live(driver)
+    reverted = revert_live(driver)
+    assert not reverted.live
+    assert "disk" in reverted.reason
+    assert info(driver) == running(1, 256, 1)  # the original disk, booted on the old flavor
+    assert revert_live(driver) is not None  # again after a crash: nothing more happens
+    assert info(driver) == running(1, 256, 1)
+
+
+def test_revert_of_a_live_resize_gives_the_old_sizes_back(driver: base.Driver) -> None:
+    """vCPUs and memory only: unplugged live where the guest lets go (a guest without an
+    OS never answers a vCPU unplug: libvirt then reverts cold), the old sizes either way."""
+    run(driver.spawn(guest()))
+    resize_live(driver, Amount(2, 512, 1))
+    revert_live(driver)
+    got = info(driver)
+    assert got is not None
+    assert (got.power, got.vcpus, got.memory_mib, got.disk_gib) == (base.Power.RUNNING, 1, 256, 1)
+
+
+def test_a_live_overlay_of_another_migration_is_never_confirmed_or_dropped(
+    driver: base.Driver,
+) -> None:
+    run(driver.spawn(guest()))
+    resize_live(driver, mig=OTHER)
+    revert_live(driver)  # MIG made nothing: the guest keeps OTHER's disk, only sizes go
+    with pytest.raises(base.DriverError, match="not this migration's"):
+        confirm(driver)  # nor does MIG's confirm touch OTHER's overlay
+    got = info(driver)
+    assert got is not None
+    assert got.disk_gib == 2

@@ -254,7 +254,7 @@ def test_live_resize_beyond_the_headroom_is_refused_and_changes_nothing(
     driver: base.Driver,
 ) -> None:
     run(driver.spawn(guest()))
-    with pytest.raises(base.DriverError, match="without a reboot|no headroom"):
+    with pytest.raises(base.DriverError, match=r"without a reboot|no headroom"):
         resize_live(driver, Amount(5, 256, 1))
     assert info(driver) == running(1, 256, 1)
 

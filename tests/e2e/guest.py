@@ -13,6 +13,7 @@ import os
 import pathlib
 import re
 import subprocess
+from collections.abc import Callable
 from typing import NamedTuple
 
 import pytest
@@ -23,6 +24,10 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 # A whole line only: one cut short (a guest stopped while it printed) is not a report.
 LINE = re.compile(
     r"KUBENOVA-GUEST cpus=(\d+) memtotal_kib=(\d+) disk_sectors=(\d+) marker=(\S*) boots=(\d+)"
+)
+# What the guest sees while it runs, printed on each change (a live resize): same fields.
+NOW = re.compile(
+    r"KUBENOVA-GUEST-NOW cpus=(\d+) memtotal_kib=(\d+) disk_sectors=(\d+) marker=(\S*) boots=(\d+)"
 )
 MARKER = "kubenova-e2e-marker"
 SECTORS_PER_GIB = 2 * 1024 * 1024
@@ -100,6 +105,23 @@ def reports(env: Env, node: str, uuid: str) -> list[Report]:
     console = env.instances_path(node) / "console" / f"{uuid}.log"
     text = console.read_text(errors="replace") if console.exists() else ""
     return [Report(int(a), int(b), int(c), d, int(e)) for a, b, c, d, e in LINE.findall(text)]
+
+
+def now(env: Env, node: str, uuid: str, predicate: Callable[[Report], bool]) -> Report:
+    """Wait for a report, at boot or of a change since, that satisfies `predicate`."""
+    console = env.instances_path(node) / "console" / f"{uuid}.log"
+
+    def found() -> Report | None:
+        text = console.read_text(errors="replace") if console.exists() else ""
+        for line in reversed(text.splitlines()):
+            m = LINE.search(line) or NOW.search(line)
+            if m:
+                a, b, c, d, e = m.groups()
+                report = Report(int(a), int(b), int(c), d, int(e))
+                return report if predicate(report) else None
+        return None
+
+    return env.wait_for(found, timeout=120, what=f"a report of {uuid}")  # type: ignore[no-any-return]
 
 
 def boots(env: Env, node: str, uuid: str, count: int) -> Report:

@@ -160,6 +160,10 @@ async def _set_aside(s: _Step) -> Extra:
     return {}
 
 
+async def _accept(s: _Step) -> Extra:
+    return {}  # the destination takes the work order: the phase write is the whole step
+
+
 async def _build(s: _Step) -> Extra:
     assert s.inst is not None
     mig = s.task.migration
@@ -228,6 +232,7 @@ async def _unplug(s: _Step) -> Extra:
 
 DUTIES: dict[Duty, Callable[[_Step], Awaitable[Extra]]] = {
     Duty.SET_ASIDE: _set_aside,
+    Duty.ACCEPT: _accept,
     Duty.BUILD: _build,
     Duty.CONFIRM: _confirm,
     Duty.RELEASE: _release_copy,

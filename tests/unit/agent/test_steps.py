@@ -14,6 +14,7 @@ import pytest
 from kubenova.agent import steps
 from kubenova.api import instance
 from kubenova.drivers import base
+from kubenova.lifecycle import stages
 from tests import models as m
 
 
@@ -62,3 +63,7 @@ def test_a_destination_never_mixes_tls_and_plain_http(
     with pytest.raises(base.DriverError, match=refusal):
         asyncio.run(steps._receive_disk(node, m.mig("post-migrating", dest="node-b"), "default/vm"))
     assert not (tmp_path / "disk").exists()
+
+
+def test_every_duty_of_the_stage_table_has_its_step() -> None:
+    assert set(steps.DUTIES) == set(stages.Duty) - {stages.Duty.NONE}

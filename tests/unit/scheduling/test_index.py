@@ -63,6 +63,7 @@ requests = st.builds(
     source_flavor=st.none() | small,
     allow_same_host=st.booleans(),
     only=st.sampled_from([None] * 12 + NAMES[:2]),
+    prefer=st.sampled_from([None] * 4 + NAMES[:3]),
 )
 
 

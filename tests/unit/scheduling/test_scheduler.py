@@ -34,6 +34,15 @@ def host(name: str, **kw):  # type: ignore[no-untyped-def]
             "b",
         ),
         ([host("a"), host("b")], {}, scheduler.Request(Amount(1, 512, 1), only="b"), "b"),
+        # A live resize stays on its node whenever it fits, whatever the weigher prefers;
+        # when it does not fit, the weigher decides among the rest.
+        ([host("a"), host("b")], {}, scheduler.Request(Amount(1, 512, 1), prefer="b"), "b"),
+        (
+            [host("a"), host("b", disabled=True)],
+            {},
+            scheduler.Request(Amount(1, 512, 1), prefer="b"),
+            "a",
+        ),
         (
             [host("a"), host("b")],
             {},
@@ -55,6 +64,8 @@ def host(name: str, **kw):  # type: ignore[no-untyped-def]
         "skip-cordoned",
         "node-selector",
         "named-host",
+        "preferred-host",
+        "preferred-host-does-not-fit",
         "migrate-not-same-host",
         "too-big",
     ],

@@ -76,8 +76,12 @@ def xml(d: Definition) -> str:
             f"<kernel>{escape(str(d.image / 'vmlinuz'))}</kernel>"
             f"<initrd>{escape(str(d.image / 'initrd.img'))}</initrd>"
             # Hot-added memory comes online by itself, in the movable zone: what a live
-            # resize plugged, the guest can give back on a live revert.
-            "<cmdline>console=ttyS0 quiet panic=-1 memhp_default_state=online_movable</cmdline>"
+            # resize plugged, the guest can give back on a live revert. The hot-plug range
+            # lies above 4 GiB, which makes the kernel reserve 64 MiB of DMA bounce buffers
+            # (swiotlb) that virtio devices never use: 2 MiB is kept (measured: a 256 MiB
+            # guest sees 143 MiB without this, 203 MiB with it, 206 MiB with no headroom).
+            "<cmdline>console=ttyS0 quiet panic=-1 memhp_default_state=online_movable "
+            "swiotlb=1024</cmdline>"
         )
     memory, numa, virtio_mem = _memory(d)
     vcpu = f"<vcpu>{d.vcpus}</vcpu>"

@@ -5,6 +5,7 @@ standalone without losing data, revert brings back the original byte for byte.""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import pathlib
 import subprocess
@@ -343,3 +344,114 @@ def test_a_node_that_received_the_guest_once_can_be_the_source_of_the_next_move(
     asyncio.run(driver.confirm_migration(uuid, migration=second, same_host=False))
     assert not (driver.root / uuid).exists()
     assert asyncio.run(driver.get_info(uuid)) is None
+
+
+# --- live resize: the original under the overlay ---------------------------------------------
+
+
+def sha256(path: pathlib.Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def live_resized(driver: libvirt_driver.LibvirtDriver, tmp_path: pathlib.Path) -> str:
+    """A running guest whose disk carries the marker, grown live to BIGGER."""
+    uuid, image = spawned(driver, tmp_path)
+    asyncio.run(driver.power_on(uuid))
+    asyncio.run(driver.resize_live(base.Guest(uuid, BIGGER, image, power_on=True), migration=MIG))
+    return uuid
+
+
+def source_of(uuid: str, *, inactive: bool = False) -> str:
+    flags = ["--inactive"] if inactive else []
+    out = subprocess.run(
+        ["virsh", "-c", "qemu:///system", "domblklist", *flags, uuid],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return next(line.split()[1] for line in out.splitlines() if line.strip().startswith("vda"))
+
+
+def test_a_live_resize_never_writes_the_original_and_its_revert_drops_only_the_overlay(
+    driver: libvirt_driver.LibvirtDriver, tmp_path: pathlib.Path
+) -> None:
+    uuid, image = spawned(driver, tmp_path)
+    disk = driver.root / uuid / "disk"
+    before = sha256(disk)
+    asyncio.run(driver.power_on(uuid))
+    guest = base.Guest(uuid, BIGGER, image, power_on=True)
+    try:
+        asyncio.run(driver.resize_live(guest, migration=MIG))
+        live = driver.root / uuid / "disk.live"
+        assert source_of(uuid) == str(live)
+        assert source_of(uuid, inactive=True) == str(live)  # a restart boots the overlay
+        assert qcow2.info(live)["backing-filename"] == str(disk)
+        assert qcow2.info(live)["virtual-size"] == 2 * 1024**3
+        assert sha256(disk) == before  # the original, byte for byte
+        reverted = asyncio.run(
+            driver.revert_live(base.Guest(uuid, TINY, image, power_on=True), migration=MIG)
+        )
+        assert not reverted.live
+        assert not live.exists()
+        assert source_of(uuid) == str(disk)
+        assert sha256(disk) == before
+        assert asyncio.run(driver.get_info(uuid)) == running(1, 256, 1)
+    finally:
+        asyncio.run(driver.destroy(uuid))
+
+
+def test_a_live_commit_that_fails_keeps_the_overlay_and_a_retry_confirms(
+    driver: libvirt_driver.LibvirtDriver,
+    tmp_path: pathlib.Path,
+    fault: Callable[[str], None],
+) -> None:
+    uuid = live_resized(driver, tmp_path)
+    disk, live = driver.root / uuid / "disk", driver.root / uuid / "disk.live"
+    try:
+        fault("agent:fail-once:libvirt:block-commit")  # a real job, aborted before it completes
+        with pytest.raises(base.DriverError, match="ended without completing"):
+            asyncio.run(driver.confirm_migration(uuid, migration=MIG, same_host=True))
+        assert live.exists()  # still the disk the guest runs on
+        assert source_of(uuid) == str(live)
+        # The commit may have written part of the overlay into `disk`: a revert now would
+        # boot a half-written original, so it is refused and the guest runs on untouched.
+        old = base.Guest(uuid, TINY, IMAGE, power_on=True)
+        with pytest.raises(base.DriverError, match="can only be confirmed"):
+            asyncio.run(driver.revert_live(old, migration=MIG))
+        assert source_of(uuid) == str(live)
+        assert asyncio.run(driver.get_info(uuid)).power is base.Power.RUNNING  # type: ignore[union-attr]
+        asyncio.run(driver.confirm_migration(uuid, migration=MIG, same_host=True))
+        assert not live.exists()
+        assert (source_of(uuid), source_of(uuid, inactive=True)) == (str(disk), str(disk))
+        assert qcow2.info(disk)["virtual-size"] == 2 * 1024**3  # the base grew with the commit
+        info = asyncio.run(driver.get_info(uuid))
+        assert info is not None
+        assert (info.power, info.vcpus, info.memory_mib, info.disk_gib) == (
+            base.Power.RUNNING,
+            2,
+            512,
+            2,
+        )
+        asyncio.run(driver.power_off(uuid, 0))
+        assert has_marker(disk)
+    finally:
+        asyncio.run(driver.destroy(uuid))
+
+
+def test_a_live_resize_confirmed_while_the_guest_is_off_commits_with_qemu_img(
+    driver: libvirt_driver.LibvirtDriver, tmp_path: pathlib.Path
+) -> None:
+    uuid = live_resized(driver, tmp_path)
+    disk, live = driver.root / uuid / "disk", driver.root / uuid / "disk.live"
+    try:
+        asyncio.run(driver.power_off(uuid, 0))
+        asyncio.run(driver.confirm_migration(uuid, migration=MIG, same_host=True))
+        assert not live.exists()
+        assert source_of(uuid, inactive=True) == str(disk)
+        assert "backing-filename" not in qcow2.info(disk)
+        assert qcow2.info(disk)["virtual-size"] == 2 * 1024**3
+        assert has_marker(disk)
+        asyncio.run(driver.power_on(uuid))  # boots the new flavor on the committed disk
+        assert asyncio.run(driver.get_info(uuid)) == running(2, 512, 2)
+    finally:
+        asyncio.run(driver.destroy(uuid))

@@ -8,6 +8,8 @@
     <root>/<uuid>/disk.live               a live resize's overlay on the untouched `disk`
                                           (the guest runs on it until confirm or revert)
     <root>/<uuid>/.live-for               uid of the Migration whose live resize made it
+    <root>/<uuid>/.committing-for         its confirm began writing the overlay into `disk`:
+                                          the original is no longer whole (no revert now)
     <root>/<uuid>_resize/                 the revert point of a same-host resize
     <root>/<uuid>_resize/.set-aside-for   uid of the Migration that set it aside
     <root>/.quarantine/<uuid>-<stamp>/    what an orphan sweep took away, kept for a while
@@ -33,6 +35,7 @@ OWNER = ".kubenova-instance"
 RECEIVED_FOR = ".received-for"
 SET_ASIDE_FOR = ".set-aside-for"
 LIVE_FOR = ".live-for"
+COMMITTING_FOR = ".committing-for"
 SOURCE_PROBE = ".source-"
 QUARANTINE = ".quarantine"
 RESIZE_SUFFIX = "_resize"
@@ -97,6 +100,9 @@ class Layout:
 
     def live_for(self, uuid: str) -> str | None:
         return read_marker(self.dir(uuid) / LIVE_FOR)
+
+    def committing_for(self, uuid: str) -> str | None:
+        return read_marker(self.dir(uuid) / COMMITTING_FOR)
 
     def received_for(self, uuid: str) -> str | None:
         return read_marker(self.dir(uuid) / RECEIVED_FOR)

@@ -403,6 +403,8 @@ class LibvirtDriver:
         dom = self._domain(uuid)
         if dom is None:
             raise base.DriverError(f"{uuid} has no domain: its overlay {live} is kept")
+        # From here on `disk` is written: a revert could no longer give it back whole.
+        layout.write_marker(d / layout.COMMITTING_FOR, self.files.live_for(uuid) or "")
         if dom.isActive():
             if _disk_source(dom) == str(live):
                 self._active_commit(dom, disk, live)
@@ -414,11 +416,20 @@ class LibvirtDriver:
             raise base.DriverError(f"{uuid} still runs on {live}: it is kept, confirm retried")
         live.unlink()
         (d / layout.LIVE_FOR).unlink(missing_ok=True)
+        (d / layout.COMMITTING_FOR).unlink(missing_ok=True)
 
     @staticmethod
     def _active_commit(dom: libvirt.virDomain, disk: pathlib.Path, live: pathlib.Path) -> None:
         if not dom.blockJobInfo(TARGET, 0):
-            dom.blockCommit(TARGET, str(disk), str(live), 0, libvirt.VIR_DOMAIN_BLOCK_COMMIT_ACTIVE)
+            active = libvirt.VIR_DOMAIN_BLOCK_COMMIT_ACTIVE
+            if faults.fail_once("agent", "libvirt:block-commit"):
+                # A commit throttled to a byte a second, then aborted: a job that ends
+                # without completing, as one hit by ENOSPC or an I/O error does.
+                bytes_per_second = libvirt.VIR_DOMAIN_BLOCK_COMMIT_BANDWIDTH_BYTES
+                dom.blockCommit(TARGET, str(disk), str(live), 1, active | bytes_per_second)
+                dom.blockJobAbort(TARGET, 0)
+            else:
+                dom.blockCommit(TARGET, str(disk), str(live), 0, active)
         while True:
             job = dom.blockJobInfo(TARGET, 0)
             if not job:
@@ -570,6 +581,12 @@ class LibvirtDriver:
         uuid, old = guest.uuid, guest.flavor
         d = self.files.dir(uuid)
         live = d / LIVE_DISK
+        if live.exists() and self.files.committing_for(uuid) == migration:
+            raise base.DriverError(
+                f"a confirm of this resize began writing {live} into the original disk, which "
+                "is no longer whole: the resize can only be confirmed (the guest runs on, "
+                "nothing is lost)"
+            )
         if live.exists() and self.files.live_for(uuid) == migration:
             why = "the disk grew: the guest is booted on its original disk and the old flavor"
             return self._revert_cold(guest, why, drop=live)

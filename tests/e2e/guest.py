@@ -134,10 +134,9 @@ def boots(env: Env, node: str, uuid: str, count: int) -> Report:
     return found[count - 1]  # type: ignore[no-any-return]
 
 
-def booted(env: Env, image: pathlib.Path, *args: str, **agent: object) -> str:
-    """Flavors e2e.one (1 vCPU, 256 MiB, 1 GiB) and e2e.two (2, 512, 2), the controller, a
-    libvirt agent on node-a, and an instance `vm` booted once; returns its uuid."""
-    for name, vcpus, mem, disk in (("e2e.one", 1, 256, 1), ("e2e.two", 2, 512, 2)):
+def flavors(env: Env, sizes: dict[str, tuple[int, int, int]]) -> None:
+    """Flavors by name: (vCPUs, memory MiB, disk GiB)."""
+    for name, (vcpus, mem, disk) in sizes.items():
         env.kubectl.apply(
             {
                 "apiVersion": "compute.kubenova.io/v1alpha1",
@@ -146,6 +145,12 @@ def booted(env: Env, image: pathlib.Path, *args: str, **agent: object) -> str:
                 "spec": {"vcpus": vcpus, "memoryMiB": mem, "diskGiB": disk},
             }
         )
+
+
+def booted(env: Env, image: pathlib.Path, *args: str, **agent: object) -> str:
+    """Flavors e2e.one (1 vCPU, 256 MiB, 1 GiB) and e2e.two (2, 512, 2), the controller, a
+    libvirt agent on node-a, and an instance `vm` booted once; returns its uuid."""
+    flavors(env, {"e2e.one": (1, 256, 1), "e2e.two": (2, 512, 2)})
     env.start_controller()
     env.start_libvirt_agent("node-a", *args, **agent)  # type: ignore[arg-type]
     env.create("vm", "e2e.one", image=image.name, shutdownTimeoutSeconds=3)

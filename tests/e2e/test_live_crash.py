@@ -21,15 +21,7 @@ BIG_DISK = 4 * guest.SECTORS_PER_GIB
 
 
 def _booted(env: Env, image: pathlib.Path, fault: str) -> str:
-    for name, vcpus, mem, disk in (("live.small", 1, 512, 2), ("live.big", 2, 1024, 4)):
-        env.kubectl.apply(
-            {
-                "apiVersion": "compute.kubenova.io/v1alpha1",
-                "kind": "Flavor",
-                "metadata": {"name": name},
-                "spec": {"vcpus": vcpus, "memoryMiB": mem, "diskGiB": disk},
-            }
-        )
+    guest.flavors(env, {"live.small": (1, 512, 2), "live.big": (2, 1024, 4)})
     env.start_controller(environ={"KUBENOVA_LIVE_RESIZE": "true"})
     env.start_libvirt_agent("node-a", fault=fault)
     env.create("vm", "live.small", image=image.name, shutdownTimeoutSeconds=3)

@@ -22,18 +22,6 @@ FLAVORS = {
 }
 
 
-def _flavors(env: Env) -> None:
-    for name, (vcpus, mem, disk) in FLAVORS.items():
-        env.kubectl.apply(
-            {
-                "apiVersion": "compute.kubenova.io/v1alpha1",
-                "kind": "Flavor",
-                "metadata": {"name": name},
-                "spec": {"vcpus": vcpus, "memoryMiB": mem, "diskGiB": disk},
-            }
-        )
-
-
 def _migration(env: Env, n: int) -> dict[str, Any]:
     ours = sorted(
         (m for m in env.migrations() if m["spec"]["instanceName"] == "vm"),
@@ -43,7 +31,7 @@ def _migration(env: Env, n: int) -> dict[str, Any]:
 
 
 def test_live_grow_without_reboot_then_revert_then_confirm(env: Env, image: pathlib.Path) -> None:
-    _flavors(env)
+    guest.flavors(env, FLAVORS)
     env.start_controller(environ={"KUBENOVA_LIVE_RESIZE": "true"})
     env.start_libvirt_agent("node-a")
     env.create("vm", "live.small", image=image.name, shutdownTimeoutSeconds=3)

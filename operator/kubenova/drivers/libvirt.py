@@ -340,7 +340,7 @@ class LibvirtDriver:
 
     def _confirm(self, uuid: str, migration: str, same_host: bool) -> None:
         d, aside = self.files.dir(uuid), self.files.aside(uuid)
-        if same_host and (self.files.dir(uuid) / LIVE_DISK).exists():
+        if same_host and (d / LIVE_DISK).exists():
             if self.files.live_for(uuid) != migration:
                 raise base.DriverError(f"the live overlay of {uuid} is not this migration's: kept")
             self._commit_live(uuid)
@@ -397,9 +397,6 @@ class LibvirtDriver:
         overlay is deleted only once no definition, live or persistent, uses it."""
         d = self.files.dir(uuid)
         live, disk = d / LIVE_DISK, d / DISK
-        if not live.exists():
-            (d / layout.LIVE_FOR).unlink(missing_ok=True)
-            return  # done before a crash, or the resize did not grow the disk
         dom = self._domain(uuid)
         if dom is None:
             raise base.DriverError(f"{uuid} has no domain: its overlay {live} is kept")
@@ -446,26 +443,20 @@ class LibvirtDriver:
     def _repoint(self, dom: libvirt.virDomain, disk: pathlib.Path) -> None:
         """The persistent definition names `disk` (a pivot may leave it at the overlay)."""
         root = ElementTree.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
-        for element in root.iterfind("devices/disk"):
-            target, source = element.find("target"), element.find("source")
-            if target is None or source is None or target.get("dev") != TARGET:
-                continue
-            if source.get("file") == str(disk):
-                return
-            source.set("file", str(disk))
-            for backing in element.findall("backingStore"):
-                element.remove(backing)
+        element = _root_disk(root)
+        source = element.find("source") if element is not None else None
+        if element is None or source is None or source.get("file") == str(disk):
+            return
+        source.set("file", str(disk))
+        for backing in element.findall("backingStore"):
+            element.remove(backing)
         self.conn.defineXML(ElementTree.tostring(root, "unicode"))
 
     @staticmethod
     def _live_backing(dom: libvirt.virDomain) -> str | None:
-        root = ElementTree.fromstring(dom.XMLDesc(0))
-        for disk in root.iterfind("devices/disk"):
-            target = disk.find("target")
-            if target is not None and target.get("dev") == TARGET:
-                source = disk.find("backingStore/source")
-                return source.get("file") if source is not None else None
-        return None
+        disk = _root_disk(ElementTree.fromstring(dom.XMLDesc(0)))
+        source = disk.find("backingStore/source") if disk is not None else None
+        return source.get("file") if source is not None else None
 
     async def finish_revert_migration(
         self, guest: base.Guest, *, migration: str, same_host: bool
@@ -562,13 +553,13 @@ class LibvirtDriver:
         device = root.find("devices/memory[@model='virtio-mem']")
         if device is None:
             raise base.DriverError("the guest has no virtio-mem device: memory cannot grow live")
-        requested = device.find("target/requested")
+        target = device.find("target")
+        requested = target.find("requested") if target is not None else None
+        assert target is not None
         assert requested is not None
         requested.set("unit", "KiB")
         requested.text = str(requested_mib * 1024)
-        target = device.find("target")
-        current = target.find("current") if target is not None else None
-        if target is not None and current is not None:
+        for current in target.findall("current"):  # the guest's answer, not ours to set
             target.remove(current)
         dom.updateDeviceFlags(
             ElementTree.tostring(device, "unicode"), libvirt.VIR_DOMAIN_AFFECT_LIVE
@@ -706,15 +697,21 @@ class LibvirtDriver:
         return self.files.owner(uuid)
 
 
+def _root_disk(root: ElementTree.Element) -> ElementTree.Element | None:
+    """The root disk's <disk> element in a domain definition."""
+    for disk in root.iterfind("devices/disk"):
+        target = disk.find("target")
+        if target is not None and target.get("dev") == TARGET:
+            return disk
+    return None
+
+
 def _disk_source(dom: libvirt.virDomain, *, inactive: bool = False) -> str | None:
     """The file the root disk's definition names (live, or the persistent one)."""
     flags = libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0
-    root = ElementTree.fromstring(dom.XMLDesc(flags))
-    for disk in root.iterfind("devices/disk"):
-        target, source = disk.find("target"), disk.find("source")
-        if target is not None and source is not None and target.get("dev") == TARGET:
-            return source.get("file")
-    return None
+    disk = _root_disk(ElementTree.fromstring(dom.XMLDesc(flags)))
+    source = disk.find("source") if disk is not None else None
+    return source.get("file") if source is not None else None
 
 
 @dataclasses.dataclass(frozen=True)

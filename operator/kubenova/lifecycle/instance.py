@@ -213,7 +213,8 @@ def _steady(obs: Observed, placement: scheduler.Decision | None) -> plan.Plan:
 
 
 # A resize that waits (retried with backoff) for one of these; spec.flavor set back cancels.
-_WAITING_REASONS = frozenset({"NoValidHost", LIVE_IMPOSSIBLE := "LiveResizeImpossible"})
+LIVE_IMPOSSIBLE = "LiveResizeImpossible"
+_WAITING_REASONS = frozenset({"NoValidHost", LIVE_IMPOSSIBLE})
 
 
 def _live_case(obs: Observed, new: common.FlavorSnapshot, is_migrate: bool) -> live.Case:

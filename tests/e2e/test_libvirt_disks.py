@@ -455,3 +455,26 @@ def test_a_live_resize_confirmed_while_the_guest_is_off_commits_with_qemu_img(
         assert asyncio.run(driver.get_info(uuid)) == running(2, 512, 2)
     finally:
         asyncio.run(driver.destroy(uuid))
+
+
+def test_a_stale_overlay_file_is_moved_aside_never_taken_or_deleted(
+    driver: libvirt_driver.LibvirtDriver, tmp_path: pathlib.Path
+) -> None:
+    """A `disk.live` no definition uses (an attempt that died before its snapshot) is not
+    this resize's overlay: it goes to quarantine, whole, and a fresh overlay is made."""
+    uuid, image = spawned(driver, tmp_path)
+    disk = driver.root / uuid / "disk"
+    stale = driver.root / uuid / "disk.live"
+    qcow2.create(stale, 1)
+    stale_sum = sha256(stale)
+    asyncio.run(driver.power_on(uuid))
+    try:
+        asyncio.run(
+            driver.resize_live(base.Guest(uuid, BIGGER, image, power_on=True), migration=MIG)
+        )
+        assert source_of(uuid) == str(stale)  # the path of the new overlay, on `disk`
+        assert qcow2.info(stale)["backing-filename"] == str(disk)
+        kept = list((driver.root / ".quarantine").glob(f"{uuid}-disk.live-*/disk.live"))
+        assert [sha256(k) for k in kept] == [stale_sum]
+    finally:
+        asyncio.run(driver.destroy(uuid))

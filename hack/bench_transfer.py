@@ -66,7 +66,7 @@ def make_sparse_raw(path: pathlib.Path, size_gib: int, written_gib: int) -> None
 
 
 def _serve(path: str, port: int) -> None:
-    async def lookup(namespace: str, name: str) -> transfer.Offer | None:
+    async def lookup(namespace: str, name: str, part: transfer.Part) -> transfer.Offer | None:
         return transfer.Offer(pathlib.Path(path), TOKEN)
 
     web.run_app(transfer.app(lookup), host="127.0.0.1", port=port, print=None)

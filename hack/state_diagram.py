@@ -2,9 +2,11 @@
 
     python -m hack.state_diagram          writes docs/state-machines.dot and .svg
 
-The .dot text is a pure function of `lifecycle/transitions.py: TRANSITIONS` and
-`api/migration.py: TRANSITIONS`; a unit test regenerates it and compares it with the
-committed file, so the picture cannot drift from the machine. Graphviz `dot` renders it
+The .dot text is a pure function of `lifecycle/transitions.py: TRANSITIONS`,
+`api/migration.py: TRANSITIONS` and the stage table's duties (`lifecycle/stages.py`: what
+each node does in each Migration phase, cold, live and pre-copying); a unit test
+regenerates it and compares it with the committed file, so the picture cannot drift from
+the machine. Graphviz `dot` renders it
 (the Debian package graphviz; hack/install-deps.sh installs it).
 """
 
@@ -17,7 +19,7 @@ import subprocess
 import sys
 
 from kubenova.api import instance, migration
-from kubenova.lifecycle import transitions
+from kubenova.lifecycle import stages, transitions
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 DOT = REPO / "docs" / "state-machines.dot"
@@ -61,11 +63,34 @@ def _instance_lines() -> list[str]:
     return lines
 
 
+def _duties(phase: migration.MigrationPhase) -> list[str]:
+    """What the nodes do in `phase`: the cold duties by role, then what a live resize and
+    a pre-copying move do instead (none for `error`: it depends on where it failed)."""
+    row = stages.STAGES.get(phase)
+    if row is None:
+        return []
+    by_duty: dict[stages.Duty, list[str]] = {}
+    for role, work in row.work.items():
+        by_duty.setdefault(work.duty, []).append(role.value)
+    lines = [f"{', '.join(roles)}: {duty.value}" for duty, roles in by_duty.items()]
+    live = sorted({stages.LIVE_DUTIES[d].value for d in by_duty if d in stages.LIVE_DUTIES})
+    lines += [f"live: {duty}" for duty in live]
+    if phase is migration.MigrationPhase.PRE_MIGRATING:
+        order = list(stages.Guard)
+        steps = sorted(
+            ((role, w) for role, works in stages.PRE_COPY.items() for w in works),
+            key=lambda step: order.index(step[1].guard),
+        )
+        lines.append("pre-copy: " + ", ".join(f"{r.value} {w.duty.value}" for r, w in steps))
+    return lines
+
+
 def _migration_lines() -> list[str]:
     lines = _cluster("migration", "Migration status.phase (each transition has one writer)")
     for phase in migration.MigrationPhase:
         shape = ", peripheries=2" if phase in migration.FINAL_PHASES else ""  # a final phase
-        lines.append(f"    {_q('migration:' + phase.value)} [label={_q(phase.value)}{shape}];")
+        label = "\\n".join([phase.value, *_duties(phase)])
+        lines.append(f"    {_q('migration:' + phase.value)} [label={_q(label)}{shape}];")
     ordered = sorted(migration.TRANSITIONS.items(), key=lambda t: (t[0][0] or "", t[0][1]))
     for (old, new), writer in ordered:
         source = f"migration:{old.value}" if old else "migration:start"

@@ -61,6 +61,9 @@ class Controller(Common):
     # false: every resize is cold (spec.resizePolicy Live refused). Off by default while the
     # live path is rolled out (docs/decisions.md): the cold path stays what users get.
     live_resize: bool = False
+    # A cross-node move of a running guest sends its disk while it runs; only what it wrote
+    # since goes after power-off (false: all of it after power-off, as Nova does).
+    pre_copy: bool = True
     service_down_time_seconds: float = 60.0  # Nova's service_down_time
     weigher: str = "spread"
     retry_base_seconds: float = 5.0
@@ -164,6 +167,7 @@ def controller_from_env(env: Mapping[str, str] | None = None, **overrides: objec
         "resize_confirm_window_seconds": _float(env, "KUBENOVA_RESIZE_CONFIRM_WINDOW_SECONDS", 0.0),
         "allow_resize_to_same_host": _bool(env, "KUBENOVA_ALLOW_RESIZE_TO_SAME_HOST", True),
         "live_resize": _bool(env, "KUBENOVA_LIVE_RESIZE", False),
+        "pre_copy": _bool(env, "KUBENOVA_PRE_COPY", True),
         "service_down_time_seconds": _float(env, "KUBENOVA_SERVICE_DOWN_TIME_SECONDS", 60.0),
         "weigher": env.get("KUBENOVA_WEIGHER", "spread"),
         "retry_base_seconds": _float(env, "KUBENOVA_RETRY_BASE_SECONDS", 5.0),

@@ -29,6 +29,10 @@ LINE = re.compile(
 NOW = re.compile(
     r"KUBENOVA-GUEST-NOW cpus=(\d+) memtotal_kib=(\d+) disk_sectors=(\d+) marker=(\S*) boots=(\d+)"
 )
+# A guest asked to write (marked_disk(writer=...)): each tick is on its disk before it is
+# printed, and each boot reports the last tick its disk kept.
+TICK = re.compile(r"KUBENOVA-GUEST-TICK tick=(\d+) boots=(\d+)\n")
+TICKS = re.compile(r"KUBENOVA-GUEST-TICKS last=(\d+) boots=(\d+)\n")
 MARKER = "kubenova-e2e-marker"
 SECTORS_PER_GIB = 2 * 1024 * 1024
 IMAGE = "marked"  # the image name Instances give: under the agents' --images-path
@@ -67,21 +71,36 @@ def build_image() -> pathlib.Path:
     return pathlib.Path(out.strip().splitlines()[-1])
 
 
-def image_with_marker(guest_image: pathlib.Path, where: pathlib.Path) -> pathlib.Path:
+def image_with_marker(
+    guest_image: pathlib.Path, where: pathlib.Path, *, writer: str = "", fill_mib: int = 0
+) -> pathlib.Path:
     """The cached kernel and initramfs, plus a root disk whose first bytes are MARKER, at
     `where` (an image named `where.name` in the images path `where.parent`)."""
     where.mkdir(parents=True)
     for name in ("vmlinuz", "initrd.img"):
         (where / name).symlink_to(guest_image / name)
-    marked_disk(where / "disk.qcow2", MARKER)
+    marked_disk(where / "disk.qcow2", MARKER, writer=writer, fill_mib=fill_mib)
     return where
 
 
-def marked_disk(path: pathlib.Path, marker: str) -> pathlib.Path:
-    """A 1 GiB qcow2 disk at `path` whose first bytes are `marker`, the rest empty."""
+FILL_AT = 256 << 20  # where fill data starts: clear of the marker, counters and writer ring
+
+
+def marked_disk(
+    path: pathlib.Path, marker: str, *, writer: str = "", fill_mib: int = 0
+) -> pathlib.Path:
+    """A 1 GiB qcow2 disk at `path` whose first bytes are `marker`, the rest empty but for
+    `fill_mib` MiB of random data from FILL_AT on and, with `writer` (a `KUBENOVA-WRITER
+    interval=S mib=N ring=R` line), the guest's order to write continuously."""
     raw = path.with_name(path.name + ".raw")
     with raw.open("wb") as f:
         f.write(marker.encode())
+        if writer:
+            f.seek(2 << 20)
+            f.write(writer.encode())
+        f.seek(FILL_AT)
+        for _ in range(fill_mib):
+            f.write(os.urandom(1 << 20))
         f.truncate(1024**3)  # sparse
     subprocess.run(
         ["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", str(raw), str(path)], check=True
@@ -105,6 +124,26 @@ def reports(env: Env, node: str, uuid: str) -> list[Report]:
     console = env.instances_path(node) / "console" / f"{uuid}.log"
     text = console.read_text(errors="replace") if console.exists() else ""
     return [Report(int(a), int(b), int(c), d, int(e)) for a, b, c, d, e in LINE.findall(text)]
+
+
+def console(env: Env, node: str, uuid: str) -> str:
+    path = env.instances_path(node) / "console" / f"{uuid}.log"
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def ticks(env: Env, node: str, uuid: str, boot: int) -> list[int]:
+    """The ticks the guest printed on `node` in its boot number `boot` (each on its disk)."""
+    return [int(t) for t, b in TICK.findall(console(env, node, uuid)) if int(b) == boot]
+
+
+def kept(env: Env, node: str, uuid: str, boot: int) -> int:
+    """The last tick the guest's disk held at its boot number `boot` on `node`."""
+    found = env.wait_for(
+        lambda: [int(t) for t, b in TICKS.findall(console(env, node, uuid)) if int(b) == boot],
+        timeout=120,
+        what=f"the ticks boot #{boot} of {uuid} found on {node}",
+    )
+    return found[-1]  # type: ignore[no-any-return]
 
 
 def now(env: Env, node: str, uuid: str, predicate: Callable[[Report], bool]) -> Report:

@@ -478,3 +478,124 @@ def test_a_stale_overlay_file_is_moved_aside_never_taken_or_deleted(
         assert [sha256(k) for k in kept] == [stale_sum]
     finally:
         asyncio.run(driver.destroy(uuid))
+
+
+# --- cross-node pre-copy: the base frozen under a delta ----------------------------------------
+
+WRITTEN = "0x5c"  # what the guest writes at 1 MiB after its base froze
+
+
+def test_a_pre_copy_sends_a_frozen_base_then_the_delta_and_the_destination_assembles_them(
+    driver: libvirt_driver.LibvirtDriver, tmp_path: pathlib.Path
+) -> None:
+    uuid, image = spawned(driver, tmp_path)
+    disk, delta = driver.root / uuid / "disk", driver.root / uuid / "disk.delta"
+    dest = libvirt_driver.LibvirtDriver(
+        uri="qemu:///system",
+        instances_path=tmp_path / "dest",
+        images_path=tmp_path / "images",
+        virt_type="qemu",
+        domain_prefix="dest",
+    )
+    asyncio.run(driver.power_on(uuid))
+    try:
+        assert driver.disk_path(uuid, migration=MIG) is None  # the guest writes it: not served
+        before = sha256(disk)
+        for _ in range(2):  # idempotent
+            assert asyncio.run(driver.freeze_base(uuid, migration=MIG)) is True
+        assert source_of(uuid) == source_of(uuid, inactive=True) == str(delta)
+        assert driver.disk_path(uuid, migration=MIG) == disk  # frozen: served while it runs
+        assert driver.disk_path(uuid, migration=MIG, part=base.Part.DELTA) is None  # written
+        asyncio.run(
+            driver.migrate_disk_and_power_off(uuid, migration=MIG, same_host=False, timeout=0)
+        )
+        assert qemu_io(delta, f"write -P {WRITTEN} 1M 64k").returncode == 0  # the guest's writes
+        assert sha256(disk) == before  # the base, byte for byte, whatever the guest wrote
+        assert driver.disk_path(uuid, migration=MIG, part=base.Part.DELTA) == delta
+
+        # The destination: the base, then the delta (as the transfer writes them), assembled.
+        for part, source in ((base.Part.DISK, disk), (base.Part.DELTA, delta)):
+            where = asyncio.run(
+                dest.prepare_incoming(uuid, migration=MIG, owner="ns/vm", part=part)
+            )
+            assert where is not None
+            where.write_bytes(source.read_bytes())
+        guest = base.Guest(uuid, TINY, image, power_on=False)
+        for _ in range(2):
+            asyncio.run(dest.finish_migration(guest, migration=MIG, same_host=False))
+        assembled = dest.root / uuid / "disk"
+        assert qcow2.backing_of(assembled) is None
+        assert not (dest.root / uuid / "disk.delta").exists()
+        assert has_marker(assembled)
+        assert "verification failed" not in qemu_io(assembled, f"read -P {WRITTEN} 1M 64k").stdout
+        again = dest.prepare_incoming(uuid, migration=MIG, owner="ns/vm", part=base.Part.DELTA)
+        assert asyncio.run(again) is None  # assembled once: never again (it may run by now)
+
+        # A revert on the source: the original back as one disk, with what it wrote.
+        for _ in range(2):
+            asyncio.run(
+                driver.finish_revert_migration(
+                    base.Guest(uuid, TINY, image, power_on=True), migration=MIG, same_host=False
+                )
+            )
+        assert not delta.exists()
+        assert qcow2.backing_of(disk) is None
+        assert source_of(uuid) == source_of(uuid, inactive=True) == str(disk)
+        assert has_marker(disk)
+        assert (
+            "verification failed"
+            not in qemu_io(disk, f"read -P {WRITTEN} 1M 64k", "-r", "-U").stdout
+        )
+        assert asyncio.run(driver.get_info(uuid)) == running(1, 256, 1)
+    finally:
+        asyncio.run(dest.destroy(uuid))
+        asyncio.run(driver.destroy(uuid))
+
+
+def test_a_pre_copy_that_fails_before_the_power_off_thaws_the_running_guest_live(
+    driver: libvirt_driver.LibvirtDriver, tmp_path: pathlib.Path
+) -> None:
+    uuid, image = spawned(driver, tmp_path)
+    delta = driver.root / uuid / "disk.delta"
+    asyncio.run(driver.power_on(uuid))
+    try:
+        asyncio.run(driver.freeze_base(uuid, migration=MIG))
+        domain_id = subprocess.run(
+            ["virsh", "-c", "qemu:///system", "domid", uuid],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        guest = base.Guest(uuid, TINY, image, power_on=True)
+        asyncio.run(driver.finish_revert_migration(guest, migration=MIG, same_host=False))
+        assert not delta.exists()
+        assert source_of(uuid) == source_of(uuid, inactive=True) == str(driver.root / uuid / "disk")
+        after = subprocess.run(
+            ["virsh", "-c", "qemu:///system", "domid", uuid],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert after == domain_id  # the same QEMU process: never powered off
+        assert has_marker(driver.root / uuid / "disk")
+    finally:
+        asyncio.run(driver.destroy(uuid))
+
+
+def test_a_delta_no_definition_uses_is_quarantined_never_committed(
+    driver: libvirt_driver.LibvirtDriver, tmp_path: pathlib.Path
+) -> None:
+    uuid, image = spawned(driver, tmp_path)
+    disk, stale = driver.root / uuid / "disk", driver.root / uuid / "disk.delta"
+    qcow2.overlay(disk, stale)
+    assert qemu_io(stale, f"write -P {WRITTEN} 0 64k").returncode == 0  # would hide the marker
+    before, stale_sum = sha256(disk), sha256(stale)
+    try:
+        guest = base.Guest(uuid, TINY, image, power_on=False)
+        asyncio.run(driver.finish_revert_migration(guest, migration=MIG, same_host=False))
+        assert sha256(disk) == before
+        assert has_marker(disk)
+        kept = list((driver.root / ".quarantine").glob(f"{uuid}-disk.delta-*/disk.delta"))
+        assert [sha256(k) for k in kept] == [stale_sum]
+    finally:
+        asyncio.run(driver.destroy(uuid))

@@ -42,7 +42,7 @@ def one_of_each(samples: Kubectl) -> Kubectl:
     [
         ("flv", "NAME VCPUS MEMORY DISK AGE"),
         ("inst", "NAME FLAVOR STATUS TASK NODE AGE"),
-        ("mig", "NAME INSTANCE TYPE MODE SOURCE DEST OLD NEW STATUS AGE"),
+        ("mig", "NAME INSTANCE TYPE MODE SOURCE DEST OLD NEW STATUS DOWNTIME AGE"),
         ("hv", "NAME VCPUS USED MEMORY USED DISK USED INSTANCES STATE AGE"),
     ],
 )

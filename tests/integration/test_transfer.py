@@ -49,8 +49,8 @@ def serve(
     corrupt: bool = False,
     tls: ssl.SSLContext | None = None,
 ) -> Any:
-    async def lookup(namespace: str, name: str) -> transfer.Offer | None:
-        if (namespace, name) == ("default", "vm-abcde"):
+    async def lookup(namespace: str, name: str, part: transfer.Part) -> transfer.Offer | None:
+        if (namespace, name, part) == ("default", "vm-abcde", transfer.Part.DISK):
             return transfer.Offer(path=source, token=TOKEN)
         return None
 

@@ -27,7 +27,7 @@ from kubenova.agent import certificate, steps, transfer
 from kubenova.api import migration, names
 from kubenova.drivers import base
 from kubenova.kube import heartbeat, informer, objects, workqueue
-from kubenova.lifecycle import duties
+from kubenova.lifecycle import duties, stages
 from kubenova.observability import probes
 
 log = logging.getLogger(__name__)
@@ -138,23 +138,19 @@ class Node:
         ca = self.cfg.transfer_ca_file
         return certificate.client_context(ca) if ca else None
 
-    async def offer(self, namespace: str, name: str) -> transfer.Offer | None:
-        """What this node serves for a migration: its disk, while the destination pulls."""
+    async def offer(self, namespace: str, name: str, part: transfer.Part) -> transfer.Offer | None:
+        """What this node serves for a migration: its disk once handed over, or a
+        pre-copy's frozen base while the guest runs on; the delta once it is off."""
         key = f"{namespace}/{name}"
         body = next((inf.cache[key] for inf in self.migrations if key in inf.cache), None)
         if body is None:
             return None
-        spec, phase = body["spec"], body.get("status", {}).get("phase")
-        if spec["sourceNode"] != self.name or spec["destNode"] == self.name:
+        mig = migration.Migration.model_validate(body)
+        if not stages.serves(mig, self.name, part):
             return None
-        if phase not in (
-            migration.MigrationPhase.MIGRATING,
-            migration.MigrationPhase.POST_MIGRATING,
-        ):
-            return None
-        path = self.driver.disk_path(spec["instanceUuid"], migration=body["metadata"]["uid"])
+        path = self.driver.disk_path(mig.spec.instance_uuid, migration=mig.metadata.uid, part=part)
         try:
-            token = self.transfer_token(body["metadata"]["uid"])
+            token = self.transfer_token(mig.metadata.uid)
         except transfer.TransferError as exc:
             log.error("agent %s: cannot serve %s/%s: %s", self.name, namespace, name, exc)
             return None

@@ -9,9 +9,13 @@ step runs again (every driver step is idempotent, judged by the migration's mark
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import datetime
 import logging
+import pathlib
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +35,7 @@ log = logging.getLogger(__name__)
 P = migration.MigrationPhase
 Duty = stages.Duty
 RESTORE_RETRY_SECONDS = 30.0  # an undo that failed (no phase to write) is tried again
+TRANSFER_PROGRESS_SECONDS = 2.0  # status.transfer at most this often: a watch event each
 
 
 def _amount(snap: Any) -> Amount:
@@ -153,11 +158,39 @@ Extra = dict[str, Any]  # status fields a duty records with the phase write that
 
 async def _set_aside(s: _Step) -> Extra:
     assert s.inst is not None
+    info = await s.node.driver.get_info(s.uuid)
+    stopping = _now() if info is not None and info.power is base.Power.RUNNING else None
     await s.node.driver.migrate_disk_and_power_off(
         s.uuid, migration=s.uid, same_host=s.same, timeout=shutdown_timeout(s.node, s.inst)
     )
     faults.point("agent", "source-set-aside")
-    return {}
+    # Downtime runs from the power-off request (the guest's services stop answering then);
+    # a step repeated after a crash keeps the first attempt's time.
+    return {"stoppedAt": stopping} if stopping and not s.task.migration.status.stopped_at else {}
+
+
+async def _freeze_base(s: _Step) -> Extra:
+    try:
+        overlay = await s.node.driver.freeze_base(s.uuid, migration=s.uid)
+    except base.DriverError as exc:
+        log.warning("migration %s: no pre-copy: %s", s.task.migration.metadata.name, exc)
+        return {"preCopy": {"base": migration.BaseState.SKIPPED.value, "baseMessage": str(exc)}}
+    faults.point("agent", "base-frozen")
+    return {"preCopy": {"base": migration.BaseState.OFFERED.value, "overlay": overlay}}
+
+
+async def _pre_copy(s: _Step) -> Extra:
+    """Receive the base while the guest runs. Never fails the migration: a pre-copy that
+    cannot be done is abandoned, and the whole disk goes after power-off."""
+    assert s.inst is not None
+    mig = s.task.migration
+    try:
+        await _receive_disk(s.node, mig, _owner(s.inst), parts=(base.Part.DISK,))
+    except base.DriverError as exc:
+        log.warning("migration %s: pre-copy abandoned: %s", mig.metadata.name, exc)
+        abandoned = migration.CopyState.ABANDONED.value
+        return {"preCopy": {"copy": abandoned, "copyMessage": str(exc)}}
+    return {"preCopy": {"copy": migration.CopyState.RECEIVED.value}}
 
 
 async def _accept(s: _Step) -> Extra:
@@ -168,12 +201,22 @@ async def _build(s: _Step) -> Extra:
     assert s.inst is not None
     mig = s.task.migration
     if not s.same:
-        await _receive_disk(s.node, mig, _owner(s.inst))
+        pre = mig.status.pre_copy
+        delta = pre is not None and pre.overlay and pre.base is migration.BaseState.OFFERED
+        parts = (base.Part.DISK, base.Part.DELTA) if delta else (base.Part.DISK,)
+        await _receive_disk(s.node, mig, _owner(s.inst), parts=parts)
     guest = s.guest(mig.spec.new_flavor)
     await s.node.driver.finish_migration(guest, migration=s.uid, same_host=s.same)
+    started = now()
     await _report(s.node, s.inst)  # before the phase: whoever sees VERIFY_RESIZE sees the copy
     faults.point("agent", "dest-finished")
-    return {}
+    stopped = mig.status.stopped_at
+    if not guest.power_on or stopped is None:
+        return {}
+    return {
+        "startedAt": started.isoformat(),
+        "downtimeSeconds": round(max(0.0, (started - stopped).total_seconds()), 3),
+    }
 
 
 async def _confirm(s: _Step) -> Extra:
@@ -240,18 +283,21 @@ DUTIES: dict[Duty, Callable[[_Step], Awaitable[Extra]]] = {
     Duty.KEEP_RUNNING: _keep_running,
     Duty.PLUG: _plug,
     Duty.UNPLUG: _unplug,
+    Duty.FREEZE_BASE: _freeze_base,
+    Duty.PRE_COPY: _pre_copy,
 }
 
 
 async def _run(node: Node, obs: duties.Observed, task: duties.Task) -> migration.Migration | None:
     mig, work = task.migration, task.work
     extra = await DUTIES[work.duty](_Step(node, task, obs.instance))
-    if work.marks:
+    if work.marks or (work.to is None and extra):
+        # No phase to write: the duty's record (a flag, a pre-copy's progress) is its end.
         body = await node.objs.patch(
             objects.MIGRATION,
             mig.metadata.namespace,
             mig.metadata.name,
-            {"status": {work.marks: True}},
+            {"status": {**({work.marks: True} if work.marks else {}), **extra}},
             status=True,
         )
         node.remember(body)
@@ -278,15 +324,24 @@ def shutdown_timeout(node: Node, inst: instance.Instance) -> float:
     return float(own) if own is not None else node.cfg.shutdown_timeout_seconds
 
 
-async def _receive_disk(node: Node, mig: migration.Migration, owner: str) -> None:
-    """Pull the disk from the source agent, unless this migration's disk is already here."""
+async def _receive_disk(
+    node: Node, mig: migration.Migration, owner: str, *, parts: tuple[base.Part, ...]
+) -> None:
+    """Pull `parts` from the source agent, in order, each unless it is already here."""
     uuid = mig.spec.instance_uuid
-    dest = await node.driver.prepare_incoming(uuid, migration=mig.metadata.uid, owner=owner)
-    if dest is None:
-        return
-    source, ns, name = mig.spec.source_node, mig.metadata.namespace or "default", mig.metadata.name
+    endpoint = await _source_endpoint(node, mig)
+    for part in parts:
+        dest = await node.driver.prepare_incoming(
+            uuid, migration=mig.metadata.uid, owner=owner, part=part
+        )
+        if dest is not None:
+            await _pull(node, mig, endpoint, part, dest)
+
+
+async def _source_endpoint(node: Node, mig: migration.Migration) -> str:
+    source = mig.spec.source_node
     hv = await node.objs.get(objects.HYPERVISOR, None, source)
-    endpoint = (hv or {}).get("status", {}).get("agent", {}).get("transferEndpoint")
+    endpoint: str = (hv or {}).get("status", {}).get("agent", {}).get("transferEndpoint", "")
     if not endpoint:
         raise base.DriverError(
             f"source node {source} serves no disks (agent without --transfer-port)"
@@ -297,29 +352,103 @@ async def _receive_disk(node: Node, mig: migration.Migration, owner: str) -> Non
             f"source node {source} serves disks at {endpoint}, and this node "
             + ("pulls over TLS only" if tls else "has no transfer CA (--transfer-ca-file)")
         )
+    return endpoint
+
+
+async def _pull(
+    node: Node, mig: migration.Migration, endpoint: str, part: base.Part, dest: pathlib.Path
+) -> None:
+    source, ns, name = mig.spec.source_node, mig.metadata.namespace or "default", mig.metadata.name
+    running = mig.status.phase in (None, P.PRE_MIGRATING)  # the guest still runs (pre-copy)
+    progress = _Progress(node, mig, part, running=running)
     try:
         token = node.transfer_token(mig.metadata.uid)
         resumed, sent = await metrics.timed_step(
-            "transfer_disk",
+            "transfer_disk" if part is base.Part.DISK else "transfer_delta",
             node.driver.name,
             transfer.pull(
-                f"{endpoint}/v1/migrations/{ns}/{name}/disk", token, dest, tls=tls, node=source
+                f"{endpoint}/v1/migrations/{ns}/{name}/{part.value}",
+                token,
+                dest,
+                tls=node.transfer_client_tls,
+                node=source,
+                progress=progress.saw,
             ),
         )
     except transfer.TransferError as exc:
-        began = moving.entered(mig, P.POST_MIGRATING)
+        began = moving.entered(mig, P.PRE_MIGRATING if running else P.POST_MIGRATING)
         patient = began is None or (now() - began).total_seconds() < node.cfg.transfer_retry_seconds
         if exc.transient and patient:
-            raise base.RetryLaterError(f"disk transfer from {source}: {exc}") from exc
-        raise base.DriverError(f"disk transfer from {source} failed: {exc}") from exc
+            raise base.RetryLaterError(f"{part.value} transfer from {source}: {exc}") from exc
+        raise base.DriverError(f"{part.value} transfer from {source} failed: {exc}") from exc
+    finally:
+        await progress.close()
     log.info(
-        "migration %s: received %d bytes of disk data from %s%s",
+        "migration %s: received %d bytes of %s data from %s%s",
         name,
         sent,
+        part.value,
         source,
         f" (resumed at offset {resumed})" if resumed else "",
     )
-    faults.point("agent", "disk-received")
+    faults.point("agent", "disk-received" if part is base.Part.DISK else "delta-received")
+
+
+class _Progress:
+    """status.transfer, written at most every PROGRESS_SECONDS while a part arrives and
+    once at its end (never from the transfer's own loop: a slow API must not stall it)."""
+
+    def __init__(
+        self, node: Node, mig: migration.Migration, part: base.Part, *, running: bool
+    ) -> None:
+        self.node, self.mig, self.part, self.running = node, mig, part, running
+        before = mig.status.transfer
+        # What earlier parts of this migration sent, while the guest ran and after.
+        self.earlier = (before.bytes_while_running, before.bytes_after_stop) if before else (0, 0)
+        self.seen = (0, 0)
+        self.written = time.monotonic()
+        self.pending: asyncio.Task[None] | None = None
+
+    def saw(self, received: int, total: int) -> None:
+        if self.running and received > transfer.HALF_SENT_MARK >= self.seen[0]:
+            faults.point("agent", "pre-copy-receiving")  # a destination killed mid-pre-copy
+        self.seen = (received, total)
+        due = time.monotonic() - self.written >= TRANSFER_PROGRESS_SECONDS
+        if due and (self.pending is None or self.pending.done()):
+            self.written = time.monotonic()
+            self.pending = asyncio.ensure_future(self._write())
+
+    async def close(self) -> None:
+        if self.pending is not None:
+            with contextlib.suppress(Exception):
+                await self.pending
+        if self.seen[1]:
+            await self._write()
+
+    async def _write(self) -> None:
+        received, total = self.seen
+        running, stopped = self.earlier
+        if self.running:
+            running += received
+        else:
+            stopped += received
+        status = {
+            "part": self.part.value,
+            "bytes": received,
+            "totalBytes": total,
+            "bytesWhileRunning": running,
+            "bytesAfterStop": stopped,
+        }
+        try:
+            await self.node.objs.patch(
+                objects.MIGRATION,
+                self.mig.metadata.namespace,
+                self.mig.metadata.name,
+                {"status": {"transfer": status}},
+                status=True,
+            )
+        except Exception as exc:  # progress is informative: a failed write is not the step's
+            log.debug("migration %s: progress not written: %s", self.mig.metadata.name, exc)
 
 
 def _owner(inst: instance.Instance) -> str:

@@ -1,13 +1,15 @@
 """Cross-node disk hand-off: the destination agent pulls the disk from the source agent.
 
-One HTTP GET per disk, authenticated by the migration's own token (a bearer token derived
-from the agents' shared transfer key and the Migration's uid: `token()`); the path on disk
+One HTTP GET per file (`disk`, or a pre-copy's `delta`), authenticated by the migration's
+own token (a bearer token derived from the agents' shared transfer key and the Migration's
+uid: `token()`); the path on disk
 comes from the migration, never from the request. With the chart's transfer CA it is HTTPS:
 the source serves a certificate for its node (agent/certificate.py) and the destination
 verifies it under the source's node name (`pull(tls=, node=)`). `?from=N` asks for the
 data at offsets from N on (a resumed transfer). The body is:
 
-    b"KNOVA3\n" + JSON line {"size": <file size>, "identity": <inode-mtime>, "from": N}
+    b"KNOVA3\n" + JSON line {"size": <file size>, "identity": <inode-mtime>, "from": N,
+                              "bytes": <allocated bytes to send>}
     repeated: offset (8 bytes, big-endian) | length (8) | data | XXH3-64 of the three (8)
               <- allocated data only, frames of at most FRAME_MAX bytes, in offset order
     trailer:  0xFFFFFFFFFFFFFFFF | XXH3-128 of everything sent before the trailer
@@ -45,8 +47,10 @@ import xxhash
 from aiohttp import web
 
 from kubenova import faults
+from kubenova.api import migration
 
 log = logging.getLogger(__name__)
+Part = migration.Part  # what a GET asks for, as the Migration's status names it
 
 MAGIC = b"KNOVA3\n"  # 3: frame digests and resume (2: XXH3-128 trailer; 1 had sha256)
 END = 0xFFFFFFFFFFFFFFFF
@@ -111,7 +115,9 @@ class Offer:
     token: str
 
 
-Lookup = Callable[[str, str], Awaitable[Offer | None]]  # (namespace, migration) -> offer
+# (namespace, migration, part) -> offer
+Lookup = Callable[[str, str, Part], Awaitable[Offer | None]]
+Progress = Callable[[int, int], None]  # (payload bytes received, bytes to receive)
 
 
 def extents(fd: int, size: int) -> list[tuple[int, int]]:
@@ -170,11 +176,12 @@ async def stream(path: pathlib.Path, start: int = 0, corrupt: bool = False) -> A
         fd = f.fileno()
         stat = os.fstat(fd)
         size = stat.st_size
-        meta = {"size": size, "identity": identity(stat), "from": start}
+        plan = _plan(extents(fd, size), start)
+        total = sum(r.length for r in plan)
+        meta = {"size": size, "identity": identity(stat), "from": start, "bytes": total}
         header = MAGIC + json.dumps(meta).encode() + b"\n"
         digest.update(header)
         yield header
-        plan = _plan(extents(fd, size), start)
 
         def read(r: _Read) -> bytes:
             data = os.pread(fd, r.length, r.offset)
@@ -284,10 +291,17 @@ class Partial:
         self.record.unlink(missing_ok=True)
 
 
-async def receive(content: aiohttp.StreamReader, dest: pathlib.Path, *, resuming: str = "") -> int:
+async def receive(
+    content: aiohttp.StreamReader,
+    dest: pathlib.Path,
+    *,
+    resuming: str = "",
+    progress: Progress | None = None,
+) -> int:
     """Write the stream into `dest` (sparse); returns payload bytes received. `resuming`:
     the source identity the partial file was made from (the stream must start where its
-    record says). Damage throws the partial file away; a cut keeps it for a resumption."""
+    record says); `progress` is told after every frame. Damage throws the partial file
+    away; a cut keeps it for a resumption."""
     partial = Partial(dest)
     received = 0
     sink: _Sink | None = None
@@ -298,6 +312,7 @@ async def receive(content: aiohttp.StreamReader, dest: pathlib.Path, *, resuming
         header = await content.readline()
         meta = json.loads(header)
         size, source, start = int(meta["size"]), str(meta["identity"]), int(meta["from"])
+        total = int(meta.get("bytes", size))  # a source before "bytes": the file's size
         if start and source != resuming:
             partial.discard()
             raise TransferError("the source disk changed since the transfer began", transient=True)
@@ -306,7 +321,8 @@ async def receive(content: aiohttp.StreamReader, dest: pathlib.Path, *, resuming
             out.truncate(size)
             sink = _Sink(out.fileno())
             await sink.hash(magic + header)
-            received = await _frames(content, sink, partial, (start, size, source))
+            tell = (lambda n: progress(n, total)) if progress is not None else None
+            received = await _frames(content, sink, partial, (start, size, source), tell)
             await sink.drain()
             os.fsync(out.fileno())
         expected = await content.readexactly(DIGEST_BYTES)
@@ -338,7 +354,11 @@ async def receive(content: aiohttp.StreamReader, dest: pathlib.Path, *, resuming
 
 
 async def _frames(
-    content: aiohttp.StreamReader, sink: _Sink, partial: Partial, where: tuple[int, int, str]
+    content: aiohttp.StreamReader,
+    sink: _Sink,
+    partial: Partial,
+    where: tuple[int, int, str],
+    tell: Callable[[int], None] | None,
 ) -> int:
     """Receive frames up to the trailer, each verified as it ends; returns payload bytes."""
     start, size, source = where
@@ -360,6 +380,8 @@ async def _frames(
         await sink.hash(tail)
         received += length
         verified = offset + length
+        if tell is not None:
+            tell(received)
         if verified - recorded >= PROGRESS_EVERY:
             partial.save(verified, source)  # all up to `verified` is written
             recorded = verified
@@ -379,6 +401,7 @@ async def pull(
     *,
     tls: ssl.SSLContext | None = None,
     node: str | None = None,
+    progress: Progress | None = None,
 ) -> tuple[int, int]:
     """GET the disk at `url` into `dest`, resuming a partial transfer there; returns
     (offset it resumed from, payload bytes received). `tls`: verify the source with it,
@@ -403,7 +426,8 @@ async def pull(
                     f"source refused the transfer: HTTP {response.status}",
                     transient=response.status == 404 or response.status >= 500,
                 )
-            return start, await receive(response.content, dest, resuming=source)
+            received = await receive(response.content, dest, resuming=source, progress=progress)
+            return start, received
     except aiohttp.ClientConnectorCertificateError as exc:
         # Not a passing fault: this source is not who the transfer CA says `node` is.
         raise TransferError(f"source's certificate refused: {exc.certificate_error}") from exc
@@ -414,7 +438,7 @@ async def pull(
 
 
 def app(lookup: Lookup, *, corrupt: bool = False) -> web.Application:
-    """The source side: serves `/v1/migrations/{namespace}/{name}/disk`."""
+    """The source side: serves `/v1/migrations/{namespace}/{name}/{disk,delta}`."""
 
     async def disk(request: web.Request) -> web.StreamResponse:
         # No token, no answer: whether a migration is served here is not said to anyone
@@ -425,7 +449,11 @@ def app(lookup: Lookup, *, corrupt: bool = False) -> web.Application:
         namespace, name = request.match_info["namespace"], request.match_info["name"]
         if not (NAME.match(namespace) and NAME.match(name)):
             raise web.HTTPNotFound()
-        offer = await lookup(namespace, name)
+        try:
+            part = Part(request.match_info["part"])
+        except ValueError:
+            raise web.HTTPNotFound() from None
+        offer = await lookup(namespace, name, part)
         if offer is None:
             raise web.HTTPNotFound()
         if not hmac.compare_digest(given.encode(), offer.token.encode()):
@@ -450,5 +478,5 @@ def app(lookup: Lookup, *, corrupt: bool = False) -> web.Application:
         return response
 
     application = web.Application()
-    application.router.add_get("/v1/migrations/{namespace}/{name}/disk", disk)
+    application.router.add_get("/v1/migrations/{namespace}/{name}/{part}", disk)
     return application

@@ -39,6 +39,7 @@ class TaskState(enum.StrEnum):
     SCHEDULING = "scheduling"
     SPAWNING = "spawning"
     RESIZE_PREP = "resize_prep"
+    RESIZE_PRECOPYING = "resize_precopying"  # the disk goes to the destination while it runs
     RESIZE_MIGRATING = "resize_migrating"
     RESIZE_MIGRATED = "resize_migrated"
     RESIZE_FINISH = "resize_finish"

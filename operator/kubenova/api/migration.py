@@ -28,6 +28,29 @@ class Mode(enum.StrEnum):
     COLD = "cold"  # power off, set aside, boot on the new flavor (Nova's resize)
 
 
+class BaseState(enum.StrEnum):
+    """The source's side of a pre-copy (status.preCopy.base)."""
+
+    OFFERED = (
+        "offered"  # frozen under an overlay (or the guest is off): the destination may pull it
+    )
+    SKIPPED = "skipped"  # no pre-copy after all: the whole disk goes after power-off
+
+
+class CopyState(enum.StrEnum):
+    """The destination's side of a pre-copy (status.preCopy.copy)."""
+
+    RECEIVED = "received"  # it holds the base: only the overlay is left for after power-off
+    ABANDONED = "abandoned"  # it could not: the whole disk goes after power-off
+
+
+class Part(enum.StrEnum):
+    """What one transfer carries (status.transfer.part)."""
+
+    DISK = "disk"  # the disk; in a pre-copy, the base sent while the guest runs
+    DELTA = "delta"  # a pre-copy's overlay: what the guest wrote after the base froze
+
+
 class MigrationPhase(enum.StrEnum):
     """Nova's migration status values, in order."""
 
@@ -164,6 +187,52 @@ class MigrationSpec(common.Model):
     mode_reason: str = pydantic.Field(
         default="", max_length=1024, description="Why the controller chose this mode."
     )
+    pre_copy: bool = pydantic.Field(
+        default=False,
+        description=(
+            "Cross-node, the guest running: its disk is sent while it still runs (the base, "
+            "frozen under an overlay), and only what it wrote since goes after power-off."
+        ),
+    )
+
+
+class PreCopyStatus(common.Model):
+    """A pre-copy as the two agents record it (each field has one writer)."""
+
+    base: BaseState | None = pydantic.Field(
+        default=None, description="Source: offered (the base may be pulled) or skipped."
+    )
+    base_message: str = pydantic.Field(
+        default="", max_length=1024, description="Source: why the pre-copy was skipped."
+    )
+    overlay: bool = pydantic.Field(
+        default=False,
+        description="Source: the guest writes to an overlay since the freeze (sent at power-off).",
+    )
+    copy_: CopyState | None = pydantic.Field(
+        default=None,
+        alias="copy",
+        description="Destination: received (only the overlay is left) or abandoned.",
+    )
+    copy_message: str = pydantic.Field(
+        default="", max_length=1024, description="Destination: why the pre-copy was abandoned."
+    )
+
+
+class TransferStatus(common.Model):
+    """The disk hand-off as the destination sees it, updated every few seconds."""
+
+    part: Part = pydantic.Field(description="disk (or a pre-copy's base) or delta.")
+    bytes: int = pydantic.Field(default=0, ge=0, description="Bytes of this part received.")
+    total_bytes: int = pydantic.Field(
+        default=0, ge=0, description="Bytes of this part to receive (its allocated data)."
+    )
+    bytes_while_running: int = pydantic.Field(
+        default=0, ge=0, description="Bytes received while the guest still ran (pre-copy)."
+    )
+    bytes_after_stop: int = pydantic.Field(
+        default=0, ge=0, description="Bytes received after the guest was powered off."
+    )
 
 
 # The history kept per migration; writers drop the oldest entries beyond it (retried
@@ -223,6 +292,26 @@ class MigrationStatus(common.Model):
     revert_reason: str = pydantic.Field(
         default="", max_length=1024, description="Why the revert took that path."
     )
+    pre_copy: PreCopyStatus | None = pydantic.Field(
+        default=None, description="The pre-copy of a cross-node move (spec.preCopy)."
+    )
+    transfer: TransferStatus | None = pydantic.Field(
+        default=None, description="Destination: progress of the disk hand-off."
+    )
+    stopped_at: datetime.datetime | None = pydantic.Field(
+        default=None, description="Source: when the guest's power-off began (by its clock)."
+    )
+    started_at: datetime.datetime | None = pydantic.Field(
+        default=None, description="Destination: when the guest was started again (by its clock)."
+    )
+    downtime_seconds: float | None = pydantic.Field(
+        default=None,
+        ge=0,
+        description=(
+            "Destination: startedAt - stoppedAt, the guest's downtime (two nodes' clocks "
+            "cross-node); unset for a live resize, which never powers off."
+        ),
+    )
     phase_transitions: list[PhaseTransition] = pydantic.Field(
         default_factory=list,
         max_length=MAX_PHASE_TRANSITIONS,
@@ -276,6 +365,12 @@ RESOURCE = resource.CustomResource(
         ),
         resource.PrinterColumn(
             name="STATUS", json_path=".status.phase", description="Migration phase."
+        ),
+        resource.PrinterColumn(
+            name="DOWNTIME",
+            json_path=".status.downtimeSeconds",
+            type="number",
+            description="Seconds the guest was powered off.",
         ),
         resource.AGE,
     ),

@@ -58,6 +58,7 @@ class Runtime:
             confirm_window_seconds=cfg.resize_confirm_window_seconds,
             allow_resize_to_same_host=cfg.allow_resize_to_same_host,
             live_resize=cfg.live_resize,
+            pre_copy=cfg.pre_copy,
             retry_base_seconds=cfg.retry_base_seconds,
             retry_cap_seconds=cfg.retry_cap_seconds,
         )

@@ -14,7 +14,10 @@ import enum
 import pathlib
 from typing import Protocol
 
+from kubenova.api import migration
 from kubenova.scheduling.amounts import Amount
+
+Part = migration.Part  # the transfer's parts, named where the Migration records them
 
 
 class Power(enum.StrEnum):
@@ -83,13 +86,22 @@ class Driver(Protocol):
         storage would see. A revert point of another migration is never taken as done."""
         ...
 
+    async def freeze_base(self, uuid: str, *, migration: str) -> bool:
+        """Source, cross-node, before power-off (a pre-copy): the running guest writes to an
+        overlay marked as `migration`'s from now on, so its disk, now a read-only base, can
+        be sent while it runs. True: an overlay was made (it is sent after power-off);
+        False: the guest is off, its disk is stable as it is. Raises when neither can be
+        said (the caller skips the pre-copy); the data is the original's either way."""
+        ...
+
     async def prepare_incoming(
-        self, uuid: str, *, migration: str, owner: str
+        self, uuid: str, *, migration: str, owner: str, part: Part = Part.DISK
     ) -> pathlib.Path | None:
-        """Destination, cross-node: where to write the disk received for `migration`, or
-        None when there is nothing to receive (no files kept, or already received). Refuses
+        """Destination, cross-node: where to write `part` received for `migration`, or None
+        when there is nothing to receive (no files kept, or already received). Refuses
         when this node sees the source's files (shared storage); leftovers of other
-        attempts are moved to quarantine, never reused."""
+        attempts are moved to quarantine, never reused. A delta comes after its disk, and
+        finish_migration assembles the two."""
         ...
 
     async def finish_migration(self, guest: Guest, *, migration: str, same_host: bool) -> None:
@@ -150,7 +162,10 @@ class Driver(Protocol):
         """namespace/name of the Instance a guest here was made for, if recorded."""
         ...
 
-    def disk_path(self, uuid: str, *, migration: str) -> pathlib.Path | None:
-        """The disk file the source hands over for `migration`; None if the driver keeps no
-        files (the fake driver), or none was set up for that migration."""
+    def disk_path(
+        self, uuid: str, *, migration: str, part: Part = Part.DISK
+    ) -> pathlib.Path | None:
+        """The file the source hands over for `migration`, while it cannot change: the disk
+        once the guest is off or writes to this migration's overlay, the overlay once the
+        guest is off. None if the driver keeps no files (the fake driver), or none is ready."""
         ...

@@ -141,8 +141,15 @@ class FakeDriver:
             g.resize, g.current, g.aside_for = g.current, None, migration
         self._save()
 
+    async def freeze_base(self, uuid: str, *, migration: str) -> bool:
+        await self._step("freeze_base")
+        g = self._get(uuid)
+        if g.current is None:
+            raise base.DriverError(f"no disk for {uuid} on this node")
+        return g.power is base.Power.RUNNING  # a running guest's writes would go to an overlay
+
     async def prepare_incoming(
-        self, uuid: str, *, migration: str, owner: str
+        self, uuid: str, *, migration: str, owner: str, part: base.Part = base.Part.DISK
     ) -> pathlib.Path | None:
         return None  # nothing to transfer: a fake guest is only its record
 
@@ -272,7 +279,9 @@ class FakeDriver:
         g = self.guests.get(uuid)
         return g.owner if g is not None else None
 
-    def disk_path(self, uuid: str, *, migration: str) -> pathlib.Path | None:
+    def disk_path(
+        self, uuid: str, *, migration: str, part: base.Part = base.Part.DISK
+    ) -> pathlib.Path | None:
         return None  # nothing to transfer: a fake guest is only its record
 
     def has_revert_point(self, uuid: str) -> bool:

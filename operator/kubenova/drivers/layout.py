@@ -10,6 +10,11 @@
     <root>/<uuid>/.live-for               uid of the Migration whose live resize made it
     <root>/<uuid>/.committing-for         its confirm began writing the overlay into `disk`:
                                           the original is no longer whole (no revert now)
+    <root>/<uuid>/disk.delta              a pre-copy's overlay on the frozen `disk` (source), or
+                                          the same overlay received (destination, until assembled)
+    <root>/<uuid>/.delta-for              uid of the Migration whose pre-copy froze `disk` (source)
+    <root>/<uuid>/.assembled-for          the destination committed that migration's delta into
+                                          the disk it received (never assembled twice)
     <root>/<uuid>_resize/                 the revert point of a same-host resize
     <root>/<uuid>_resize/.set-aside-for   uid of the Migration that set it aside
     <root>/.quarantine/<uuid>-<stamp>/    what an orphan sweep took away, kept for a while
@@ -36,6 +41,8 @@ RECEIVED_FOR = ".received-for"
 SET_ASIDE_FOR = ".set-aside-for"
 LIVE_FOR = ".live-for"
 COMMITTING_FOR = ".committing-for"
+DELTA_FOR = ".delta-for"
+ASSEMBLED_FOR = ".assembled-for"
 SOURCE_PROBE = ".source-"
 QUARANTINE = ".quarantine"
 RESIZE_SUFFIX = "_resize"
@@ -103,6 +110,12 @@ class Layout:
 
     def committing_for(self, uuid: str) -> str | None:
         return read_marker(self.dir(uuid) / COMMITTING_FOR)
+
+    def delta_for(self, uuid: str) -> str | None:
+        return read_marker(self.dir(uuid) / DELTA_FOR)
+
+    def assembled_for(self, uuid: str) -> str | None:
+        return read_marker(self.dir(uuid) / ASSEMBLED_FOR)
 
     def received_for(self, uuid: str) -> str | None:
         return read_marker(self.dir(uuid) / RECEIVED_FOR)

@@ -18,6 +18,12 @@ what was added where the guest lets go and the disk did not grow; otherwise it i
 exact (the overlay dropped, `disk` booted on the old flavor). Confirm commits the overlay
 into `disk` (live, then pivots) and deletes it only once no definition uses it.
 
+Cross-node pre-copy (the guest keeps running while its disk travels): `freeze_base` makes
+the guest write to `<uuid>/disk.delta` (an external snapshot), so `disk` is a read-only
+base the destination pulls while the guest runs; after power-off only the delta goes, and
+the destination commits it into the base it received. The source's base and delta are the
+original until confirm: a revert or a failure commits the delta back into `disk`.
+
 Disk safety: no step takes an artefact it finds for done work unless it carries the
 marker of the migration at hand; what is not trusted is refused or moved to quarantine,
 never deleted, and the original survives every failure before confirm.
@@ -50,6 +56,7 @@ BLOCK_JOB_POLL = 0.2  # seconds between block-pull progress checks
 UNPLUG_WAIT_SECONDS = 30.0  # how long a TCG guest gets to let go of memory on a live revert
 MAX_HOTPLUG_VCPUS = 64  # the pc machine's hot-plug ceiling, whatever the ratio says
 LIVE_DISK = "disk.live"
+DELTA_DISK = "disk.delta"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # an image name: never a path
 DISK = "disk"
 TARGET = domain.TARGET
@@ -118,9 +125,17 @@ class LibvirtDriver:
         return await asyncio.to_thread(fn, *args)
 
     def _active_disk(self, uuid: str) -> pathlib.Path:
-        """The disk the guest runs on: a live resize's overlay while it lasts, else `disk`."""
+        """The disk the guest runs on: a live resize's or a pre-copy's overlay while it
+        lasts (never both: a move starts only from a settled resize), else `disk`."""
         d = self.files.dir(uuid)
-        return d / LIVE_DISK if (d / LIVE_DISK).exists() else d / DISK
+        for overlay in (LIVE_DISK, DELTA_DISK):
+            if (d / overlay).exists():
+                return d / overlay
+        return d / DISK
+
+    def _running(self, uuid: str) -> bool:
+        dom = self._domain(uuid)
+        return dom is not None and bool(dom.isActive())
 
     def _headroom(self, flavor: Amount) -> tuple[int, int]:
         """(vCPUs, memory MiB) a guest of `flavor` may grow to without a reboot."""
@@ -282,13 +297,59 @@ class LibvirtDriver:
         aside.rename(where)
         log.warning("stale revert point of migration %s moved to %s", owner, where)
 
-    async def prepare_incoming(
-        self, uuid: str, *, migration: str, owner: str
-    ) -> pathlib.Path | None:
-        return await self._run(self._prepare_incoming, uuid, migration, owner)  # type: ignore[no-any-return]
+    async def freeze_base(self, uuid: str, *, migration: str) -> bool:
+        return await self._run(self._freeze_base, uuid, migration)  # type: ignore[no-any-return]
 
-    def _prepare_incoming(self, uuid: str, migration: str, owner: str) -> pathlib.Path | None:
+    def _freeze_base(self, uuid: str, migration: str) -> bool:
         d = self.files.dir(uuid)
+        delta = d / DELTA_DISK
+        if not (d / DISK).exists():
+            raise base.DriverError(f"no disk for {uuid} on this node")
+        if (d / LIVE_DISK).exists() or qcow2.backing_of(d / DISK) is not None:
+            raise base.DriverError(f"{d / DISK} is not standalone: sent whole after power-off")
+        # The probe a destination on shared storage would see, before anything is offered.
+        self.files.probe(uuid, migration).touch()
+        dom = self._domain(uuid)
+        if dom is None or not dom.isActive():
+            # Off: `disk` is stable as it is (a delta only if this pre-copy made one before
+            # the guest stopped by itself).
+            return delta.exists() and self.files.delta_for(uuid) == migration
+        if _disk_source(dom) == str(delta):
+            if self.files.delta_for(uuid) != migration:
+                raise base.DriverError(f"{delta} is another migration's overlay: not this one's")
+            return True  # done before a crash
+        self._quarantine_unused(uuid, delta)
+        layout.write_marker(d / layout.DELTA_FOR, migration)
+        _snapshot(dom, delta)
+        # The next boot (the power-off below, a host restart) is on the delta too: were it
+        # on `disk`, what the guest wrote since the freeze would look unused.
+        self._repoint(dom, delta)
+        faults.point("agent", "libvirt:base-frozen")
+        return True
+
+    def _quarantine_unused(self, uuid: str, overlay: pathlib.Path) -> None:
+        """An overlay file no definition uses (an attempt that died before its snapshot):
+        kept aside, never taken for this attempt's and never deleted."""
+        if overlay.exists():
+            where = self.files.quarantine_dir(f"{uuid}-{overlay.name}", _now())
+            where.mkdir(parents=True, exist_ok=True)
+            overlay.rename(where / overlay.name)
+
+    async def prepare_incoming(
+        self, uuid: str, *, migration: str, owner: str, part: base.Part = base.Part.DISK
+    ) -> pathlib.Path | None:
+        return await self._run(self._prepare_incoming, uuid, migration, owner, part)  # type: ignore[no-any-return]
+
+    def _prepare_incoming(
+        self, uuid: str, migration: str, owner: str, part: base.Part
+    ) -> pathlib.Path | None:
+        d = self.files.dir(uuid)
+        if part is base.Part.DELTA:
+            if self.files.received_for(uuid) != migration or not (d / DISK).exists():
+                raise base.DriverError(f"the delta of {uuid} came before its base disk")
+            if self.files.assembled_for(uuid) == migration or (d / DELTA_DISK).exists():
+                return None  # assembled already (the guest may run on it), or received
+            return d / DELTA_DISK
         if self.files.probe(uuid, migration).exists():
             raise base.DriverError(
                 f"the source's instance directory is visible here ({d}): this node shares "
@@ -326,6 +387,8 @@ class LibvirtDriver:
                 faults.point("agent", "libvirt:overlay-created")
         elif self.files.received_for(guest.uuid) != migration or not disk.exists():
             raise base.DriverError(f"no disk received for {guest.uuid} on this node")
+        else:
+            self._assemble(guest.uuid, migration)
         qcow2.grow(disk, guest.flavor.disk_gib)
         faults.point("agent", "libvirt:grown")
         if faults.fail_once("agent", "libvirt:define"):
@@ -334,6 +397,19 @@ class LibvirtDriver:
         faults.point("agent", "libvirt:defined")
         if guest.power_on:
             self._start(guest.uuid)
+
+    def _assemble(self, uuid: str, migration: str) -> None:
+        """A pre-copy's delta, received, committed into the base received before it (the
+        guest is not started yet; once assembled, never again: it may run by now)."""
+        d = self.files.dir(uuid)
+        delta = d / DELTA_DISK
+        if not delta.exists() or self.files.assembled_for(uuid) == migration:
+            return
+        qcow2.rebase_unsafe(delta, d / DISK)  # its header names the source's path
+        qcow2.commit(delta)
+        layout.write_marker(d / layout.ASSEMBLED_FOR, migration)
+        faults.point("agent", "libvirt:assembled")
+        delta.unlink()
 
     async def confirm_migration(self, uuid: str, *, migration: str, same_host: bool) -> None:
         await self._run(self._confirm, uuid, migration, same_host)
@@ -392,28 +468,34 @@ class LibvirtDriver:
             )
 
     def _commit_live(self, uuid: str) -> None:
-        """A live resize confirmed: its overlay's data goes into `disk` (live: an active
-        block commit, then a pivot, the guest running on; off: qemu-img commit), and the
-        overlay is deleted only once no definition, live or persistent, uses it."""
+        """A live resize confirmed: its overlay's data goes into `disk`, and the overlay is
+        deleted only once no definition, live or persistent, uses it."""
         d = self.files.dir(uuid)
-        live, disk = d / LIVE_DISK, d / DISK
-        dom = self._domain(uuid)
-        if dom is None:
-            raise base.DriverError(f"{uuid} has no domain: its overlay {live} is kept")
         # From here on `disk` is written: a revert could no longer give it back whole.
         layout.write_marker(d / layout.COMMITTING_FOR, self.files.live_for(uuid) or "")
-        if dom.isActive():
-            if _disk_source(dom) == str(live):
-                self._active_commit(dom, disk, live)
-        elif _disk_source(dom) == str(live):
-            qcow2.commit(live)
-        faults.point("agent", "libvirt:live-committed")
-        self._repoint(dom, disk)
-        if str(live) in (_disk_source(dom), _disk_source(dom, inactive=True)):
-            raise base.DriverError(f"{uuid} still runs on {live}: it is kept, confirm retried")
-        live.unlink()
+        self._commit_overlay(uuid, d / LIVE_DISK, "libvirt:live-committed")
         (d / layout.LIVE_FOR).unlink(missing_ok=True)
         (d / layout.COMMITTING_FOR).unlink(missing_ok=True)
+
+    def _commit_overlay(self, uuid: str, overlay: pathlib.Path, point: str) -> None:
+        """`overlay`'s data into `disk` under it (live: an active block commit, then a
+        pivot, the guest running on; off: qemu-img commit, which writes the same data
+        again if repeated), then the overlay deleted once no definition uses it. The two
+        read as the guest's disk throughout: a crash at any point loses nothing."""
+        disk = overlay.parent / DISK
+        dom = self._domain(uuid)
+        if dom is None:
+            raise base.DriverError(f"{uuid} has no domain: its overlay {overlay} is kept")
+        if dom.isActive():
+            if _disk_source(dom) == str(overlay):
+                self._active_commit(dom, disk, overlay)
+        elif _disk_source(dom) == str(overlay):
+            qcow2.commit(overlay)
+        faults.point("agent", point)
+        self._repoint(dom, disk)
+        if str(overlay) in (_disk_source(dom), _disk_source(dom, inactive=True)):
+            raise base.DriverError(f"{uuid} still runs on {overlay}: it is kept, retried")
+        overlay.unlink()
 
     @staticmethod
     def _active_commit(dom: libvirt.virDomain, disk: pathlib.Path, live: pathlib.Path) -> None:
@@ -482,10 +564,29 @@ class LibvirtDriver:
             faults.point("agent", "libvirt:original-restored")
         if not (d / DISK).exists():
             raise base.DriverError(f"no original disk for {guest.uuid} on this node")
+        if (d / DELTA_DISK).exists():
+            self._thaw_base(guest.uuid)
         self.files.probe(guest.uuid, migration).unlink(missing_ok=True)
         self._define(guest)
         if guest.power_on:
             self._start(guest.uuid)
+
+    def _thaw_base(self, uuid: str) -> None:
+        """The original back as one disk: a pre-copy's delta (what the guest wrote since its
+        base froze, running still if the move failed before power-off) committed into
+        `disk`. An unused delta file is quarantined, never committed or deleted."""
+        d = self.files.dir(uuid)
+        delta = d / DELTA_DISK
+        dom = self._domain(uuid)
+        named = dom is not None and str(delta) in (
+            _disk_source(dom),
+            _disk_source(dom, inactive=True),
+        )
+        if not named:
+            self._quarantine_unused(uuid, delta)
+        else:
+            self._commit_overlay(uuid, delta, "libvirt:base-thawed")
+        (d / layout.DELTA_FOR).unlink(missing_ok=True)
 
     # --- the protocol: live resize ---------------------------------------------------------
 
@@ -529,22 +630,9 @@ class LibvirtDriver:
             if self.files.live_for(uuid) != migration:
                 raise base.DriverError(f"{live} is another migration's overlay: not this one's")
             return  # done before a crash
-        if live.exists():  # not in use: an attempt that died before its snapshot; kept aside
-            where = self.files.quarantine_dir(f"{uuid}-{LIVE_DISK}", _now())
-            where.mkdir(parents=True, exist_ok=True)
-            live.rename(where / LIVE_DISK)
+        self._quarantine_unused(uuid, live)
         layout.write_marker(d / layout.LIVE_FOR, migration)
-        snapshot = (
-            "<domainsnapshot><disks>"
-            f"<disk name='{TARGET}' snapshot='external'><source file='{live}'/></disk>"
-            "</disks></domainsnapshot>"
-        )
-        flags = (
-            libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY
-            | libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_NO_METADATA
-            | libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC
-        )
-        dom.snapshotCreateXML(snapshot, flags)
+        _snapshot(dom, live)
 
     @staticmethod
     def _plug_memory(dom: libvirt.virDomain, requested_mib: int) -> None:
@@ -685,10 +773,20 @@ class LibvirtDriver:
             max_memory_mib=sizes.max_memory_mib if running else 0,
         )
 
-    def disk_path(self, uuid: str, *, migration: str) -> pathlib.Path | None:
-        """The disk the source serves: only one set up for this migration's hand-off."""
-        disk = self.files.dir(uuid) / DISK
-        return disk if disk.exists() and self.files.probe(uuid, migration).exists() else None
+    def disk_path(
+        self, uuid: str, *, migration: str, part: base.Part = base.Part.DISK
+    ) -> pathlib.Path | None:
+        """The file the source serves: only one set up for this migration's hand-off, and
+        only while it cannot change (the guest off, or writing to this migration's delta)."""
+        d = self.files.dir(uuid)
+        if not self.files.probe(uuid, migration).exists():
+            return None
+        delta = d / DELTA_DISK
+        frozen = delta.exists() and self.files.delta_for(uuid) == migration
+        if part is base.Part.DELTA:
+            return delta if frozen and not self._running(uuid) else None
+        disk = d / DISK
+        return disk if disk.exists() and (frozen or not self._running(uuid)) else None
 
     async def list_guests(self) -> list[str]:
         return await self._run(self.files.instances)  # type: ignore[no-any-return]
@@ -704,6 +802,22 @@ def _root_disk(root: ElementTree.Element) -> ElementTree.Element | None:
         if target is not None and target.get("dev") == TARGET:
             return disk
     return None
+
+
+def _snapshot(dom: libvirt.virDomain, overlay: pathlib.Path) -> None:
+    """An external disk-only snapshot: the running guest writes to `overlay` from now on,
+    and the file under it is left exactly as it was (read-only to QEMU)."""
+    xml = (
+        "<domainsnapshot><disks>"
+        f"<disk name='{TARGET}' snapshot='external'><source file='{overlay}'/></disk>"
+        "</disks></domainsnapshot>"
+    )
+    flags = (
+        libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY
+        | libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_NO_METADATA
+        | libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC
+    )
+    dom.snapshotCreateXML(xml, flags)
 
 
 def _disk_source(dom: libvirt.virDomain, *, inactive: bool = False) -> str | None:

@@ -65,6 +65,15 @@ def _holds(guard: stages.Guard, mig: migration.Migration, obs: Observed) -> bool
         return mig.status.dest_released
     if guard is stages.Guard.SOURCE_LEFT_BEHIND:
         return mig.status.source_down_since is not None and not mig.status.source_cleaned
+    pre = mig.status.pre_copy
+    if guard is stages.Guard.BASE_PENDING:
+        return pre is None or pre.base is None
+    if guard is stages.Guard.BASE_OFFERED:
+        return pre is not None and pre.base is migration.BaseState.OFFERED and pre.copy_ is None
+    if guard is stages.Guard.PRE_COPIED:
+        return pre is not None and (
+            pre.base is migration.BaseState.SKIPPED or pre.copy_ is not None
+        )
     if guard is stages.Guard.INSTANCE_IN_ERROR:
         inst = obs.instance
         latest = newest(obs.migrations)
@@ -102,8 +111,8 @@ def tasks(obs: Observed) -> list[Task]:
         role = stages.role(mig, obs.node)
         if role is None or not _for_this_instance(mig, obs):
             continue
-        work = stages.work(mig, role)
-        if work is None or work.duty is stages.Duty.NONE or not _holds(work.guard, mig, obs):
+        work = next((w for w in stages.works(mig, role) if _holds(w.guard, mig, obs)), None)
+        if work is None or work.duty is stages.Duty.NONE:
             continue
         if obs.instance is None and work.duty not in _WITHOUT_INSTANCE:
             continue

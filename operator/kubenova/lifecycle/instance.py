@@ -257,6 +257,14 @@ def _reported_since_failure(inst: instance.Instance) -> bool:
     )
 
 
+def _pre_copies(obs: Observed, dest: str) -> bool:
+    """Whether a move to `dest` sends the disk while the guest runs: another node, and a
+    guest the node reports running (a stopped one's disk is stable: nothing to gain)."""
+    st = obs.instance.status
+    running = st.host is not None and st.host.power_state is instance.PowerState.RUNNING
+    return obs.settings.pre_copy and dest != st.node and running
+
+
 def _start_move(
     obs: Observed, d: Draft, placement: scheduler.Decision | None, *, target: str | None
 ) -> plan.Plan:
@@ -314,6 +322,7 @@ def _start_move(
             power_on=inst.spec.power_state is instance.PowerState.RUNNING,
             mode=choice.mode,
             mode_reason=choice.reason,
+            pre_copy=_pre_copies(obs, placement.node),
         ),
         labels={
             names.LABEL_INSTANCE: inst.metadata.name,

@@ -42,7 +42,7 @@ def decide(obs: Observed, mig: migration.Migration) -> plan.Plan:
         d.label(names.LABEL_SOURCE_NODE, spec.source_node)
         d.label(names.LABEL_DEST_NODE, spec.dest_node)
     if phase in _IN_FLIGHT:
-        wait = _show_task(obs, d, mig, row.shows, row.task)
+        wait = _show_task(obs, d, mig, row.shows, stages.task(mig))
         _refuse_actions(d, "the migration has not finished yet")
         change = (
             plan.PhaseChange(mig.metadata.name, None, MPhase.PRE_MIGRATING)

@@ -56,6 +56,9 @@ class Duty(enum.StrEnum):
     KEEP_RUNNING = "keep-running"  # nothing is set aside: the guest runs on
     PLUG = "plug"  # grow the running guest (hot-plug; a grown disk on an overlay)
     UNPLUG = "unplug"  # the old sizes back: live where the guest lets go, else cold
+    # A cross-node move that pre-copies (spec.preCopy) adds these before the set-aside.
+    FREEZE_BASE = "freeze-base"  # source: the guest writes to an overlay; its base is sent
+    PRE_COPY = "pre-copy"  # destination: receive the base while the guest still runs
 
 
 class Guard(enum.StrEnum):
@@ -66,6 +69,9 @@ class Guard(enum.StrEnum):
     DEST_RELEASED = "dest-released"  # it has: the original may start (never two guests)
     SOURCE_LEFT_BEHIND = "source-left-behind"  # confirmed while the source was down
     INSTANCE_IN_ERROR = "instance-in-error"  # only until the controller settles the instance
+    BASE_PENDING = "base-pending"  # pre-copy: the source has not frozen the base yet
+    BASE_OFFERED = "base-offered"  # it has, and the destination does not hold it yet
+    PRE_COPIED = "pre-copied"  # the destination holds the base, or the pre-copy was given up
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,12 +193,45 @@ LIVE_DUTIES: Mapping[Duty, Duty] = {
 }
 
 
-def work(mig: migration.Migration, role: Role) -> Work | None:
-    """The step `role`'s agent owes `mig` where it stands, for its mode."""
+# What a cross-node move that pre-copies (spec.preCopy) does at pre-migrating, in order:
+# the source freezes the base and offers it, the destination pulls it while the guest runs,
+# then the source powers off as the table says (the original, base and overlay, stays the
+# truth). A destination cannot fail a migration at pre-migrating: a pre-copy it cannot do
+# is abandoned, and the whole disk goes after power-off as without one.
+PRE_COPY: Mapping[Role, tuple[Work, ...]] = {
+    Role.SOURCE: (
+        Work(Duty.FREEZE_BASE, Guard.BASE_PENDING),
+        Work(Duty.SET_ASIDE, Guard.PRE_COPIED, to=MPhase.MIGRATING),
+    ),
+    Role.DEST: (Work(Duty.PRE_COPY, Guard.BASE_OFFERED, on_failure=None),),
+}
+
+
+def works(mig: migration.Migration, role: Role) -> tuple[Work, ...]:
+    """The steps `role`'s agent owes `mig` where it stands, for its mode, in order: the
+    agent runs the first whose guard holds."""
+    if mig.spec.pre_copy and mig.status.phase in (None, MPhase.PRE_MIGRATING):
+        return PRE_COPY.get(role, ())
     found = stage(mig).work.get(role)
-    if found is None or mig.spec.mode is not migration.Mode.LIVE:
-        return found
-    return dataclasses.replace(found, duty=LIVE_DUTIES.get(found.duty, found.duty))
+    if found is None:
+        return ()
+    if mig.spec.mode is migration.Mode.LIVE:
+        found = dataclasses.replace(found, duty=LIVE_DUTIES.get(found.duty, found.duty))
+    return (found,)
+
+
+def task(mig: migration.Migration) -> Task:
+    """The Instance's taskState for `mig` where it stands: the table's, except while the
+    destination pulls a pre-copy's base (the guest still runs)."""
+    pre = mig.status.pre_copy
+    copying = (
+        mig.spec.pre_copy
+        and mig.status.phase is MPhase.PRE_MIGRATING
+        and pre is not None
+        and pre.base is migration.BaseState.OFFERED
+        and pre.copy_ is None
+    )
+    return Task.RESIZE_PRECOPYING if copying else stage(mig).task
 
 
 def failed_from(mig: migration.Migration) -> MPhase | None:
@@ -237,4 +276,22 @@ def confirm_failures(mig: migration.Migration) -> int:
     phases = [t.phase for t in mig.status.phase_transitions]
     return sum(
         1 for a, b in itertools.pairwise(phases) if a is MPhase.CONFIRMING and b is MPhase.FINISHED
+    )
+
+
+def serves(mig: migration.Migration, node: str, part: migration.Part) -> bool:
+    """Whether `node`, as `mig`'s source, serves `part` now: the disk once handed over (or,
+    pre-copying, its base once frozen), a pre-copy's delta only after the power-off."""
+    if role(mig, node) is not Role.SOURCE:
+        return False
+    phase = mig.status.phase
+    if phase in (MPhase.MIGRATING, MPhase.POST_MIGRATING):
+        return True
+    pre = mig.status.pre_copy
+    return (
+        part is migration.Part.DISK
+        and mig.spec.pre_copy
+        and phase is MPhase.PRE_MIGRATING
+        and pre is not None
+        and pre.base is migration.BaseState.OFFERED
     )

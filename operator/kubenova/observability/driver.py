@@ -44,10 +44,15 @@ class Timed:
             ),
         )
 
+    async def freeze_base(self, uuid: str, *, migration: str) -> bool:
+        return await metrics.timed_step(
+            "freeze_base", self.name, self.inner.freeze_base(uuid, migration=migration)
+        )
+
     async def prepare_incoming(
-        self, uuid: str, *, migration: str, owner: str
+        self, uuid: str, *, migration: str, owner: str, part: base.Part = base.Part.DISK
     ) -> pathlib.Path | None:
-        return await self.inner.prepare_incoming(uuid, migration=migration, owner=owner)
+        return await self.inner.prepare_incoming(uuid, migration=migration, owner=owner, part=part)
 
     async def finish_migration(self, guest: base.Guest, *, migration: str, same_host: bool) -> None:
         await metrics.timed_step(
@@ -105,5 +110,7 @@ class Timed:
     def owner(self, uuid: str) -> str | None:
         return self.inner.owner(uuid)
 
-    def disk_path(self, uuid: str, *, migration: str) -> pathlib.Path | None:
-        return self.inner.disk_path(uuid, migration=migration)
+    def disk_path(
+        self, uuid: str, *, migration: str, part: base.Part = base.Part.DISK
+    ) -> pathlib.Path | None:
+        return self.inner.disk_path(uuid, migration=migration, part=part)

@@ -60,8 +60,9 @@ def test_a_destination_never_mixes_tls_and_plain_http(
         objs=SimpleNamespace(get=get),
         transfer_client_tls=ssl.create_default_context() if tls else None,
     )
+    mig = m.mig("post-migrating", dest="node-b")
     with pytest.raises(base.DriverError, match=refusal):
-        asyncio.run(steps._receive_disk(node, m.mig("post-migrating", dest="node-b"), "default/vm"))
+        asyncio.run(steps._receive_disk(node, mig, "default/vm", parts=(base.Part.DISK,)))
     assert not (tmp_path / "disk").exists()
 
 

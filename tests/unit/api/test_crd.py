@@ -88,7 +88,10 @@ def test_crds_name_the_public_interface() -> None:
     assert columns == {
         "Flavor": ["VCPUS", "MEMORY", "DISK", "Age"],
         "Instance": ["FLAVOR", "STATUS", "TASK", "NODE", "Age"],
-        "Migration": ["INSTANCE", "TYPE", "MODE", "SOURCE", "DEST", "OLD", "NEW", "STATUS", "Age"],
+        "Migration": [
+            *("INSTANCE", "TYPE", "MODE", "SOURCE", "DEST", "OLD", "NEW", "STATUS", "DOWNTIME"),
+            "Age",
+        ],
         "Hypervisor": [
             "VCPUS",
             "USED",

@@ -158,6 +158,26 @@ def test_cross_host_revert_powers_the_original_back_on(driver: base.Driver) -> N
     assert info(driver) == running(1, 256, 1)
 
 
+def test_a_pre_copy_freezes_only_a_running_guest_and_a_revert_keeps_it_running(
+    driver: base.Driver,
+) -> None:
+    run(driver.spawn(guest()))
+    for _ in range(2):  # idempotent
+        assert run(driver.freeze_base(UUID, migration=MIG)) is True  # an overlay takes its writes
+    assert info(driver) == running(1, 256, 1)  # nothing the guest sees changed
+    revert(driver, same_host=False)  # the move failed before the power-off
+    assert info(driver) == running(1, 256, 1)
+
+
+def test_a_stopped_guests_disk_needs_no_freeze(driver: base.Driver) -> None:
+    run(driver.spawn(guest(power_on=False)))
+    assert run(driver.freeze_base(UUID, migration=MIG)) is False
+    set_aside(driver, same_host=False)
+    run(driver.finish_revert_migration(guest(power_on=False), migration=MIG, same_host=False))
+    assert (i := info(driver)) is not None
+    assert i.power is base.Power.STOPPED
+
+
 def test_stopped_instance_stays_stopped_through_a_resize(driver: base.Driver) -> None:
     run(driver.spawn(guest(power_on=False)))
     set_aside(driver)

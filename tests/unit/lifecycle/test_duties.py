@@ -173,3 +173,82 @@ def test_a_predecessors_live_migration_does_not_block_the_spawn_of_a_new_instanc
     )
     building = m.inst(status={**m.active(), "phase": "BUILD"})
     assert duties.act(observed("node-a", building, old)) is duties.Act.SPAWN
+
+
+def _pre_copying(phase: str, **pre_copy: object) -> migration.Migration:
+    base = m.mig(phase, dest="node-b")
+    return base.model_copy(
+        update={
+            "spec": base.spec.model_copy(update={"pre_copy": True}),
+            "status": base.status.model_copy(
+                update={"pre_copy": migration.PreCopyStatus.model_validate(pre_copy)}
+                if pre_copy
+                else {}
+            ),
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("pre_copy", "source", "dest"),
+    [
+        pytest.param({}, [D.FREEZE_BASE], [], id="nothing-yet:the-source-freezes"),
+        pytest.param({"base": "offered"}, [], [D.PRE_COPY], id="offered:the-dest-pulls"),
+        pytest.param(
+            {"base": "offered", "copy": "received"},
+            [D.SET_ASIDE],
+            [],
+            id="received:the-source-powers-off",
+        ),
+        pytest.param(
+            {"base": "offered", "copy": "abandoned"},
+            [D.SET_ASIDE],
+            [],
+            id="abandoned:powered-off-all-the-same",
+        ),
+        pytest.param({"base": "skipped"}, [D.SET_ASIDE], [], id="skipped:as-without-pre-copy"),
+    ],
+)
+def test_a_pre_copy_runs_pre_migrating_in_order(
+    pre_copy: dict[str, str], source: list[D], dest: list[D]
+) -> None:
+    inst = m.inst(status=m.active())
+    mig = _pre_copying("pre-migrating", **pre_copy)
+    assert due(observed("node-a", inst, mig)) == source
+    assert due(observed("node-b", inst, mig)) == dest
+
+
+def test_after_the_power_off_a_pre_copy_follows_the_table() -> None:
+    inst = m.inst(status=m.active())
+    received = {"base": "offered", "overlay": True, "copy": "received"}
+    assert due(observed("node-b", inst, _pre_copying("migrating", **received))) == [D.ACCEPT]
+    assert due(observed("node-b", inst, _pre_copying("post-migrating", **received))) == [D.BUILD]
+
+
+@pytest.mark.parametrize(
+    ("phase", "pre_copy", "part", "served"),
+    [
+        ("pre-migrating", {}, migration.Part.DISK, False),  # not frozen: the guest writes it
+        ("pre-migrating", {"base": "offered"}, migration.Part.DISK, True),
+        ("pre-migrating", {"base": "offered"}, migration.Part.DELTA, False),  # still written
+        ("pre-migrating", {"base": "skipped"}, migration.Part.DISK, False),
+        ("migrating", {"base": "offered"}, migration.Part.DELTA, True),
+        ("post-migrating", {"base": "offered"}, migration.Part.DELTA, True),
+        ("finished", {"base": "offered"}, migration.Part.DISK, False),
+    ],
+)
+def test_a_source_serves_each_part_only_while_it_cannot_change(
+    phase: str, pre_copy: dict[str, str], part: migration.Part, served: bool
+) -> None:
+    mig = _pre_copying(phase, **pre_copy)
+    assert stages.serves(mig, "node-a", part) is served
+    assert not stages.serves(mig, "node-b", part)  # only the source serves
+
+
+def test_the_instance_shows_the_pre_copy_while_the_base_travels() -> None:
+    task = instance.TaskState
+    assert stages.task(_pre_copying("pre-migrating")) is task.RESIZE_PREP
+    assert stages.task(_pre_copying("pre-migrating", base="offered")) is task.RESIZE_PRECOPYING
+    done = _pre_copying("pre-migrating", base="offered", copy="received")
+    assert stages.task(done) is task.RESIZE_PREP
+    assert stages.task(_pre_copying("migrating", base="offered")) is task.RESIZE_MIGRATING

@@ -100,8 +100,6 @@ def test_a_live_migration_runs_the_same_phases_with_the_live_duties() -> None:
         status = {"phase": phase}
         c = cold.model_copy(update={"status": cold.status.model_copy(update=status)})
         h = hot.model_copy(update={"status": hot.status.model_copy(update=status)})
-        c_work, h_work = stages.work(c, same), stages.work(h, same)
-        assert c_work is not None
-        assert h_work is not None
+        (c_work,), (h_work,) = stages.works(c, same), stages.works(h, same)
         assert (c_work.duty, h_work.duty) == (cold_duty, live_duty)
         assert dataclasses.replace(h_work, duty=cold_duty) == c_work  # only the duty differs

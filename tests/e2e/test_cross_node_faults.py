@@ -53,15 +53,25 @@ def restart_after_kill(env: Env, node: str) -> None:
 
 
 RESIZE = [
+    # The pre-copy (the guest runs): the base frozen, then received while it runs.
+    ("node-a", "libvirt:base-frozen"),
+    ("node-a", "base-frozen"),
+    ("node-b", "disk-received"),
     ("node-a", "libvirt:stopped"),
     ("node-a", "source-set-aside"),
-    ("node-b", "disk-received"),
+    # After the power-off: only the delta travels, and is assembled on node-b.
+    ("node-b", "delta-received"),
+    ("node-b", "libvirt:assembled"),
     ("node-b", "libvirt:grown"),
     ("node-b", "libvirt:defined"),
     ("node-b", "dest-finished"),
 ]
 CONFIRM = [("node-a", "source-confirmed")]
-REVERT = [("node-b", "dest-released"), ("node-a", "source-reverted")]
+REVERT = [
+    ("node-b", "dest-released"),
+    ("node-a", "libvirt:base-thawed"),  # the delta committed back into the original
+    ("node-a", "source-reverted"),
+]
 
 
 @pytest.mark.parametrize(

@@ -599,3 +599,29 @@ def test_a_delta_no_definition_uses_is_quarantined_never_committed(
         assert [sha256(k) for k in kept] == [stale_sum]
     finally:
         asyncio.run(driver.destroy(uuid))
+
+
+def test_another_attempts_delta_is_made_whole_before_the_disk_is_handed_over(
+    driver: libvirt_driver.LibvirtDriver, tmp_path: pathlib.Path
+) -> None:
+    """A delta an earlier move left in use (its undo never finished) holds what the guest
+    wrote: the next set-aside commits it into `disk` before it serves or moves anything."""
+    uuid, image = spawned(driver, tmp_path)
+    disk, delta = driver.root / uuid / "disk", driver.root / uuid / "disk.delta"
+    earlier = str(uuids.uuid4())
+    asyncio.run(driver.power_on(uuid))
+    try:
+        asyncio.run(driver.freeze_base(uuid, migration=earlier))
+        asyncio.run(driver.power_off(uuid, 0))
+        assert qemu_io(delta, f"write -P {WRITTEN} 1M 64k").returncode == 0
+        driver.files.probe(uuid, MIG).touch()  # as if this move's hand-off had begun
+        assert driver.disk_path(uuid, migration=MIG) is None  # `disk` alone is not the disk
+        asyncio.run(
+            driver.migrate_disk_and_power_off(uuid, migration=MIG, same_host=False, timeout=0)
+        )
+        assert not delta.exists()
+        assert driver.disk_path(uuid, migration=MIG) == disk
+        assert "verification failed" not in qemu_io(disk, f"read -P {WRITTEN} 1M 64k").stdout
+        assert has_marker(disk)
+    finally:
+        asyncio.run(driver.destroy(uuid))

@@ -152,10 +152,31 @@ def test_cold_migrate_moves_to_another_host(env: Env) -> None:
     [mig] = env.migrations()
     assert (mig["spec"]["type"], mig["spec"]["sourceNode"]) == ("migration", "node-a")
     assert mig["spec"]["oldFlavor"] == mig["spec"]["newFlavor"]
+    # The guest ran: its disk was frozen and sent before the power-off, and the move says
+    # how long the guest was off.
+    assert mig["spec"]["preCopy"] is True
+    pre = mig["status"]["preCopy"]
+    assert (pre["base"], pre["overlay"], pre["copy"]) == ("offered", True, "received")
+    assert mig["status"]["downtimeSeconds"] >= 0
+    phases = [t["phase"] for t in mig["status"]["phaseTransitions"]]
+    assert phases == ["pre-migrating", "migrating", "post-migrating", "finished"]
     env.annotate("vm", "resize", "confirm")
     env.wait_phase("vm", "ACTIVE")
     usage_is(env, "node-a", EMPTY)
     usage_is(env, "node-b", TINY)
+
+
+def test_with_pre_copy_off_a_move_sends_everything_after_the_power_off(env: Env) -> None:
+    env.start_controller(environ={"KUBENOVA_PRE_COPY": "false"})
+    env.start_agent("node-a")
+    env.create("vm")
+    env.wait_phase("vm", "ACTIVE")
+    env.start_agent("node-b")
+    env.annotate("vm", "migrate", "")
+    env.wait_phase("vm", "VERIFY_RESIZE")
+    [mig] = env.migrations()
+    assert mig["spec"].get("preCopy", False) is False
+    assert "preCopy" not in mig["status"]
 
 
 def test_cold_migrate_with_one_host_is_no_valid_host(env: Env) -> None:

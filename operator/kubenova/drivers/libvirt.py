@@ -261,6 +261,10 @@ class LibvirtDriver:
         d, aside = self.files.dir(uuid), self.files.aside(uuid)
         self._stop(uuid, timeout)
         faults.point("agent", "libvirt:stopped")
+        if (d / DELTA_DISK).exists() and self.files.delta_for(uuid) != migration:
+            # Another attempt's delta (its undo never finished): what the guest wrote is in
+            # it, so the disk is made whole before anything hands it over or sets it aside.
+            self._thaw_base(uuid)
         if not same_host:
             if not (d / DISK).exists():
                 raise base.DriverError(f"no disk for {uuid} on this node")
@@ -320,10 +324,17 @@ class LibvirtDriver:
             return True  # done before a crash
         self._quarantine_unused(uuid, delta)
         layout.write_marker(d / layout.DELTA_FOR, migration)
-        _snapshot(dom, delta)
-        # The next boot (the power-off below, a host restart) is on the delta too: were it
-        # on `disk`, what the guest wrote since the freeze would look unused.
-        self._repoint(dom, delta)
+        try:
+            _snapshot(dom, delta)
+        except libvirt.libvirtError as exc:
+            raise base.DriverError(f"freezing the disk of {uuid}: {exc}") from exc
+        try:
+            # The next boot (the power-off below, a host restart) is on the delta too: were
+            # it on `disk`, what the guest wrote since the freeze would look unused.
+            self._repoint(dom, delta)
+        except libvirt.libvirtError as exc:
+            self._thaw_base(uuid)  # raising means no delta in use: nothing half-frozen
+            raise base.DriverError(f"freezing the disk of {uuid}: {exc}") from exc
         faults.point("agent", "libvirt:base-frozen")
         return True
 
@@ -783,6 +794,8 @@ class LibvirtDriver:
             return None
         delta = d / DELTA_DISK
         frozen = delta.exists() and self.files.delta_for(uuid) == migration
+        if delta.exists() and not frozen:
+            return None  # another attempt's delta: `disk` alone is not the guest's disk
         if part is base.Part.DELTA:
             return delta if frozen and not self._running(uuid) else None
         disk = d / DISK

@@ -72,6 +72,7 @@ bench: controlplane
 	$(PY) -m hack.bench_fleet --scenario single
 	$(PY) -m hack.bench_fleet --scenario concurrent --hypervisors 50 --instances 250
 	$(PY) -m hack.bench_resize
+	$(PY) -m hack.bench_downtime
 	$(PY) -m hack.bench_transfer
 	$(PY) -m hack.bench_heartbeats
 

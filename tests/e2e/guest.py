@@ -31,7 +31,7 @@ NOW = re.compile(
 )
 # A guest asked to write (marked_disk(writer=...)): each tick is on its disk before it is
 # printed, and each boot reports the last tick its disk kept.
-TICK = re.compile(r"KUBENOVA-GUEST-TICK tick=(\d+) boots=(\d+)\n")
+TICK = re.compile(r"KUBENOVA-GUEST-TICK tick=(\d+) boots=(\d+) up=[\d.]+\n")
 TICKS = re.compile(r"KUBENOVA-GUEST-TICKS last=(\d+) boots=(\d+)\n")
 MARKER = "kubenova-e2e-marker"
 SECTORS_PER_GIB = 2 * 1024 * 1024

@@ -606,7 +606,7 @@ def test_another_attempts_delta_is_made_whole_before_the_disk_is_handed_over(
 ) -> None:
     """A delta an earlier move left in use (its undo never finished) holds what the guest
     wrote: the next set-aside commits it into `disk` before it serves or moves anything."""
-    uuid, image = spawned(driver, tmp_path)
+    uuid, _ = spawned(driver, tmp_path)
     disk, delta = driver.root / uuid / "disk", driver.root / uuid / "disk.delta"
     earlier = str(uuids.uuid4())
     asyncio.run(driver.power_on(uuid))

@@ -243,7 +243,7 @@ def test_no_valid_host_then_a_new_hypervisor_joins(env: Env) -> None:
     inst = env.wait_phase("vm", "VERIFY_RESIZE")
     assert inst["status"]["node"] == "node-b"
     [cond] = [c for c in inst["status"]["conditions"] if c["type"] == "ResizeFailed"]
-    assert cond["status"] == "False"
+    assert cond["status"] == "False", (cond, env.events("vm"))
 
 
 def test_setting_the_flavor_back_cancels_a_resize_waiting_for_a_host(env: Env) -> None:

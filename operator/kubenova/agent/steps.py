@@ -329,13 +329,12 @@ async def _receive_disk(
 ) -> None:
     """Pull `parts` from the source agent, in order, each unless it is already here."""
     uuid = mig.spec.instance_uuid
-    endpoint = await _source_endpoint(node, mig)
     for part in parts:
         dest = await node.driver.prepare_incoming(
             uuid, migration=mig.metadata.uid, owner=owner, part=part
         )
-        if dest is not None:
-            await _pull(node, mig, endpoint, part, dest)
+        if dest is not None:  # a driver that keeps no files never asks for the source
+            await _pull(node, mig, await _source_endpoint(node, mig), part, dest)
 
 
 async def _source_endpoint(node: Node, mig: migration.Migration) -> str:

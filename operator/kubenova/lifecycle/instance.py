@@ -213,8 +213,8 @@ def _steady(obs: Observed, placement: scheduler.Decision | None) -> plan.Plan:
 
 
 # A resize that waits (retried with backoff) for one of these; spec.flavor set back cancels.
-LIVE_IMPOSSIBLE = "LiveResizeImpossible"
-_WAITING_REASONS = frozenset({"NoValidHost", LIVE_IMPOSSIBLE})
+LIVE_IMPOSSIBLE = moving.LIVE_IMPOSSIBLE
+_WAITING_REASONS = moving.WAITING_REASONS
 
 
 def _live_case(obs: Observed, new: common.FlavorSnapshot, is_migrate: bool) -> live.Case:

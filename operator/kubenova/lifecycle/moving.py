@@ -42,6 +42,7 @@ def decide(obs: Observed, mig: migration.Migration) -> plan.Plan:
         d.label(names.LABEL_SOURCE_NODE, spec.source_node)
         d.label(names.LABEL_DEST_NODE, spec.dest_node)
     if phase in _IN_FLIGHT:
+        _scheduled(obs, d, mig)
         wait = _show_task(obs, d, mig, row.shows, stages.task(mig))
         _refuse_actions(d, "the migration has not finished yet")
         change = (
@@ -69,6 +70,20 @@ def decide(obs: Observed, mig: migration.Migration) -> plan.Plan:
         _revert_waits(obs, d, mig)
         return d.plan(requeue_after=NODE_RECHECK_SECONDS)
     return _ended(obs, d, mig)
+
+
+LIVE_IMPOSSIBLE = "LiveResizeImpossible"  # resizePolicy Live, and a live resize cannot be
+# ResizeFailed reasons that mean "waiting to be scheduled": over once a migration runs.
+WAITING_REASONS = frozenset({"NoValidHost", LIVE_IMPOSSIBLE})
+
+
+def _scheduled(obs: Observed, d: Draft, mig: migration.Migration) -> None:
+    """A resize that waited for a host and now moves is not failing: whichever write the
+    scheduling reconcile raced with (a NoValidHost decided on an older view), the
+    condition ends False while its migration is in flight."""
+    failed = conditions.find(obs.instance.status.conditions, C.RESIZE_FAILED.value)
+    if failed is not None and failed.status is S.TRUE and failed.reason in WAITING_REASONS:
+        d.condition(C.RESIZE_FAILED, S.FALSE, "Scheduled", f"scheduled to {mig.spec.dest_node}")
 
 
 def _since(obs: Observed, node: str) -> str:

@@ -196,3 +196,23 @@ def test_ready_goes_false_for_a_move_and_a_revert() -> None:
     assert revert.migration_phase is not None
     reverting = next(c for c in revert.status["conditions"] if c["type"] == "Ready")  # type: ignore[index]
     assert (reverting["status"], reverting["reason"]) == ("False", "Reverting")
+
+
+def test_a_resize_that_waited_for_a_host_is_not_failing_once_its_migration_runs() -> None:
+    """Whatever a NoValidHost decided on an older view raced with, the condition ends False
+    while the migration is in flight (found in CI: VERIFY_RESIZE with ResizeFailed=True)."""
+    waited = {
+        "type": "ResizeFailed",
+        "status": "True",
+        "reason": "NoValidHost",
+        "message": "no valid host among 1 hypervisors",
+        "lastTransitionTime": m.T0.isoformat(),
+    }
+    resizing = m.inst(flavor="m1.small", status=m.active(phase="RESIZE", conditions=[waited]))
+    p = lc.decide(obs(resizing, migration=m.mig("pre-migrating", dest="node-b")))
+    cond = next(c for c in p.status["conditions"] if c["type"] == "ResizeFailed")  # type: ignore[index]
+    assert (cond["status"], cond["reason"], cond["message"]) == (
+        "False",
+        "Scheduled",
+        "scheduled to node-b",
+    )

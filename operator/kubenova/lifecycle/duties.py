@@ -69,7 +69,7 @@ def _holds(guard: stages.Guard, mig: migration.Migration, obs: Observed) -> bool
     if guard is stages.Guard.BASE_PENDING:
         return pre is None or pre.base is None
     if guard is stages.Guard.BASE_OFFERED:
-        return pre is not None and pre.base is migration.BaseState.OFFERED and pre.copy_ is None
+        return stages.base_travelling(mig)
     if guard is stages.Guard.PRE_COPIED:
         return pre is not None and (
             pre.base is migration.BaseState.SKIPPED or pre.copy_ is not None

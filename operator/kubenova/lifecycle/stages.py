@@ -223,15 +223,19 @@ def works(mig: migration.Migration, role: Role) -> tuple[Work, ...]:
 def task(mig: migration.Migration) -> Task:
     """The Instance's taskState for `mig` where it stands: the table's, except while the
     destination pulls a pre-copy's base (the guest still runs)."""
+    copying = mig.status.phase is MPhase.PRE_MIGRATING and base_travelling(mig)
+    return Task.RESIZE_PRECOPYING if copying else stage(mig).task
+
+
+def base_travelling(mig: migration.Migration) -> bool:
+    """The source offers a frozen base that the destination does not hold yet."""
     pre = mig.status.pre_copy
-    copying = (
+    return (
         mig.spec.pre_copy
-        and mig.status.phase is MPhase.PRE_MIGRATING
         and pre is not None
         and pre.base is migration.BaseState.OFFERED
         and pre.copy_ is None
     )
-    return Task.RESIZE_PRECOPYING if copying else stage(mig).task
 
 
 def failed_from(mig: migration.Migration) -> MPhase | None:

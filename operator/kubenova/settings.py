@@ -58,9 +58,8 @@ class Common:
 class Controller(Common):
     resize_confirm_window_seconds: float = 0.0
     allow_resize_to_same_host: bool = True
-    # false: every resize is cold (spec.resizePolicy Live refused). Off by default while the
-    # live path is rolled out (docs/decisions.md): the cold path stays what users get.
-    live_resize: bool = False
+    # false: every resize is cold (spec.resizePolicy Live refused), as in Nova.
+    live_resize: bool = True
     # A cross-node move of a running guest sends its disk while it runs; only what it wrote
     # since goes after power-off (false: all of it after power-off, as Nova does).
     pre_copy: bool = True
@@ -166,7 +165,7 @@ def controller_from_env(env: Mapping[str, str] | None = None, **overrides: objec
         **common_from_env(env),
         "resize_confirm_window_seconds": _float(env, "KUBENOVA_RESIZE_CONFIRM_WINDOW_SECONDS", 0.0),
         "allow_resize_to_same_host": _bool(env, "KUBENOVA_ALLOW_RESIZE_TO_SAME_HOST", True),
-        "live_resize": _bool(env, "KUBENOVA_LIVE_RESIZE", False),
+        "live_resize": _bool(env, "KUBENOVA_LIVE_RESIZE", True),
         "pre_copy": _bool(env, "KUBENOVA_PRE_COPY", True),
         "service_down_time_seconds": _float(env, "KUBENOVA_SERVICE_DOWN_TIME_SECONDS", 60.0),
         "weigher": env.get("KUBENOVA_WEIGHER", "spread"),

@@ -36,7 +36,8 @@ def up(env: Env, *nodes: str) -> bool:
 
 
 def cross_node_resize(env: Env) -> dict[str, Any]:
-    """vm (m1.tiny on node-a) to m1.small, which the spread weigher puts on node-b; confirm."""
+    """vm (m1.tiny on node-a, resizePolicy Cold) to m1.small, which the spread weigher puts
+    on node-b; confirm."""
     assert env.resize("vm", "m1.small").ok
     assert env.wait_phase("vm", "VERIFY_RESIZE")["status"]["node"] == "node-b"
     env.annotate("vm", "resize", "confirm")
@@ -50,7 +51,7 @@ def test_a_skewed_standby_waits_for_a_dead_leader_and_keeps_the_nodes_up(
     leader = env.start_controller("--identity=leader", *scenario.LEASE)
     env.wait_for(lambda: scenario.holder(env) == "leader", what="leader holds the lease")
     env.start_agent("node-a")
-    env.create("vm")
+    env.create("vm", resizePolicy="Cold")  # a move, not a live resize on node-a
     env.wait_phase("vm", "ACTIVE")
     env.start_agent("node-b")
     standby = env.start_controller(
@@ -94,7 +95,7 @@ def test_a_skewed_standby_waits_for_a_dead_leader_and_keeps_the_nodes_up(
 def test_an_agent_with_a_skewed_clock_stays_up_and_takes_a_resize(env: Env, skew: int) -> None:
     env.start_controller()
     env.start_agent("node-a")
-    env.create("vm")
+    env.create("vm", resizePolicy="Cold")  # a move, not a live resize on node-a
     env.wait_phase("vm", "ACTIVE")
     with invariants.sampling(env) as seen:
         env.start_agent("node-b", environ=skewed(skew))

@@ -19,10 +19,10 @@ Outage = Callable[[Env], contextlib.AbstractContextManager[None]]
 
 
 def two_nodes(env: Env) -> None:
-    """A controller and two slow fake nodes; `vm` (m1.tiny) on node-a."""
+    """A controller and two slow fake nodes; `vm` (m1.tiny, resized cold) on node-a."""
     env.start_controller()  # restarted if it exits (scenario.deployment)
     env.start_agent("node-a", scenario.CAPACITY, scenario.SLOW)
-    env.create("vm")
+    env.create("vm", resizePolicy="Cold")
     env.wait_phase("vm", "ACTIVE")
     # Started once `vm` is placed: the spread weigher then sends its resize to node-b.
     env.start_agent("node-b", scenario.CAPACITY, scenario.SLOW)

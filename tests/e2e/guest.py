@@ -188,11 +188,13 @@ def flavors(env: Env, sizes: dict[str, tuple[int, int, int]]) -> None:
 
 def booted(env: Env, image: pathlib.Path, *args: str, **agent: object) -> str:
     """Flavors e2e.one (1 vCPU, 256 MiB, 1 GiB) and e2e.two (2, 512, 2), the controller, a
-    libvirt agent on node-a, and an instance `vm` booted once; returns its uuid."""
+    libvirt agent on node-a, and an instance `vm` booted once; returns its uuid. Its
+    resizePolicy is Cold: the suites that use it are about Nova's path (power off, set
+    aside, move, boot); the live path's own suites take the default."""
     flavors(env, {"e2e.one": (1, 256, 1), "e2e.two": (2, 512, 2)})
     env.start_controller()
     env.start_libvirt_agent("node-a", *args, **agent)  # type: ignore[arg-type]
-    env.create("vm", "e2e.one", image=image.name, shutdownTimeoutSeconds=3)
+    env.create("vm", "e2e.one", image=image.name, shutdownTimeoutSeconds=3, resizePolicy="Cold")
     uuid: str = env.wait_phase("vm", "ACTIVE", timeout=120)["status"]["uuid"]
     first = boots(env, "node-a", uuid, 1)
     assert (first.cpus, first.disk_sectors, first.marker, first.boots) == (

@@ -22,7 +22,7 @@ BIG_DISK = 4 * guest.SECTORS_PER_GIB
 
 def _booted(env: Env, image: pathlib.Path, fault: str) -> str:
     guest.flavors(env, {"live.small": (1, 512, 2), "live.big": (2, 1024, 4)})
-    env.start_controller(environ={"KUBENOVA_LIVE_RESIZE": "true"})
+    env.start_controller()  # liveResize is on by default
     env.start_libvirt_agent("node-a", fault=fault)
     env.create("vm", "live.small", image=image.name, shutdownTimeoutSeconds=3)
     uuid: str = env.wait_phase("vm", "ACTIVE", timeout=120)["status"]["uuid"]

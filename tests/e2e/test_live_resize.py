@@ -32,7 +32,7 @@ def _migration(env: Env, n: int) -> dict[str, Any]:
 
 def test_live_grow_without_reboot_then_revert_then_confirm(env: Env, image: pathlib.Path) -> None:
     guest.flavors(env, FLAVORS)
-    env.start_controller(environ={"KUBENOVA_LIVE_RESIZE": "true"})
+    env.start_controller()  # liveResize is on by default
     env.start_libvirt_agent("node-a")
     env.create("vm", "live.small", image=image.name, shutdownTimeoutSeconds=3)
     uuid = env.wait_phase("vm", "ACTIVE", timeout=120)["status"]["uuid"]

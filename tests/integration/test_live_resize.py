@@ -9,7 +9,6 @@ from tests.env import Env
 
 pytestmark = pytest.mark.controlplane
 
-LIVE = {"KUBENOVA_LIVE_RESIZE": "true"}
 ROOM_FOR_TINY = "vcpus=2,memoryMiB=1024,diskGiB=10"
 
 
@@ -28,7 +27,7 @@ def _wide(env: Env) -> None:
 
 def test_a_grow_that_fits_is_live_and_its_revert_unplugs(env: Env) -> None:
     _wide(env)
-    env.start_controller(environ=LIVE)
+    env.start_controller()  # liveResize is on by default
     env.start_agent("node-a")
     env.create("vm")
     uuid = env.wait_phase("vm", "ACTIVE")["status"]["uuid"]
@@ -57,7 +56,7 @@ def test_a_grow_that_fits_is_live_and_its_revert_unplugs(env: Env) -> None:
 
 
 def test_without_room_on_its_node_auto_goes_cold_and_live_is_refused(env: Env) -> None:
-    env.start_controller(environ=LIVE)
+    env.start_controller()  # liveResize is on by default
     env.start_agent("node-a", ROOM_FOR_TINY)
     env.create("vm")
     env.wait_phase("vm", "ACTIVE")
@@ -84,3 +83,28 @@ def test_without_room_on_its_node_auto_goes_cold_and_live_is_refused(env: Env) -
     [mig] = env.migrations()
     assert (mig["spec"]["mode"], mig["spec"]["destNode"]) == ("cold", "node-b")
     assert "node-a has no room" in mig["spec"]["modeReason"]
+
+
+@pytest.mark.parametrize(
+    ("environ", "policy", "why"),
+    [
+        ({"KUBENOVA_LIVE_RESIZE": "false"}, "Auto", "live resize is turned off"),
+        ({}, "Cold", "spec.resizePolicy is Cold"),
+    ],
+    ids=["cluster-forbids", "instance-asks-cold"],
+)
+def test_the_same_grow_is_cold_where_the_cluster_or_the_instance_says_so(
+    env: Env, environ: dict[str, str], policy: str, why: str
+) -> None:
+    _wide(env)
+    env.start_controller(environ=environ)
+    env.start_agent("node-a")
+    env.create("vm", resizePolicy=policy)
+    env.wait_phase("vm", "ACTIVE")
+    assert env.wait_for(lambda: env.instance("vm")["status"]["host"].get("maxVcpus") == 4)
+
+    assert env.resize("vm", "m1.wide").ok
+    env.wait_phase("vm", "VERIFY_RESIZE")
+    [mig] = env.migrations()
+    assert (mig["spec"]["mode"], mig["spec"]["destNode"]) == ("cold", "node-a")
+    assert why in mig["spec"]["modeReason"]

@@ -21,13 +21,14 @@ SMALL_DISK = 20 * guest.SECTORS_PER_GIB  # m1.small
 
 @pytest.fixture
 def booted(kubectl: kube.Kubectl, request: pytest.FixtureRequest) -> Iterator[str]:
-    """An m1.tiny instance whose guest has reported its first boot."""
+    """An m1.tiny instance whose guest has reported its first boot. Its resizes are cold
+    (resizePolicy): a rollout during the power-off, move and boot is what is tested."""
     name = request.node.name.removeprefix("test_").replace("_", "-")[:40]
     manifest = {
         "apiVersion": "compute.kubenova.io/v1alpha1",
         "kind": "Instance",
         "metadata": {"name": name, "namespace": "default"},
-        "spec": {"flavor": "m1.tiny", "image": "cirros"},
+        "spec": {"flavor": "m1.tiny", "image": "cirros", "resizePolicy": "Cold"},
     }
     assert kubectl.apply(manifest).ok
     inst = cluster.wait_phase(kubectl, name, "ACTIVE")

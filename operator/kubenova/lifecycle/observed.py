@@ -19,7 +19,7 @@ S = names.ConditionStatus
 class Settings:
     confirm_window_seconds: float = 0.0  # 0: never auto-confirm
     allow_resize_to_same_host: bool = True
-    live_resize: bool = False  # a resize may be applied live (lifecycle/live.py)
+    live_resize: bool = True  # a resize may be applied live (lifecycle/live.py)
     pre_copy: bool = True  # a cross-node move of a running guest sends its disk while it runs
     retry_base_seconds: float = 5.0
     retry_cap_seconds: float = 300.0

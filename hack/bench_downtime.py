@@ -213,7 +213,9 @@ class Bench:
             "pause_s": ticks.pause(began, began + took),
             "step_s": took,
         }
-        await self.a.revert_live(base.Guest(uuid, small, image, power_on=True), migration=mig)
+        await self.a.revert_live(
+            base.Guest(uuid, small, image, power_on=True), migration=mig, timeout=SHUTDOWN_SECONDS
+        )
         ticks.wait(10, time.perf_counter())
         return result
 

@@ -389,7 +389,9 @@ def test_a_live_resize_never_writes_the_original_and_its_revert_drops_only_the_o
         assert qcow2.info(live)["virtual-size"] == 2 * 1024**3
         assert sha256(disk) == before  # the original, byte for byte
         reverted = asyncio.run(
-            driver.revert_live(base.Guest(uuid, TINY, image, power_on=True), migration=MIG)
+            driver.revert_live(
+                base.Guest(uuid, TINY, image, power_on=True), migration=MIG, timeout=3
+            )
         )
         assert not reverted.live
         assert not live.exists()
@@ -417,7 +419,7 @@ def test_a_live_commit_that_fails_keeps_the_overlay_and_a_retry_confirms(
         # boot a half-written original, so it is refused and the guest runs on untouched.
         old = base.Guest(uuid, TINY, IMAGE, power_on=True)
         with pytest.raises(base.DriverError, match="can only be confirmed"):
-            asyncio.run(driver.revert_live(old, migration=MIG))
+            asyncio.run(driver.revert_live(old, migration=MIG, timeout=3))
         assert source_of(uuid) == str(live)
         assert asyncio.run(driver.get_info(uuid)).power is base.Power.RUNNING  # type: ignore[union-attr]
         asyncio.run(driver.confirm_migration(uuid, migration=MIG, same_host=True))

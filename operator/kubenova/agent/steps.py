@@ -263,7 +263,9 @@ async def _plug(s: _Step) -> Extra:
 async def _unplug(s: _Step) -> Extra:
     assert s.inst is not None
     mig = s.task.migration
-    reverted = await s.node.driver.revert_live(s.guest(mig.spec.old_flavor), migration=s.uid)
+    reverted = await s.node.driver.revert_live(
+        s.guest(mig.spec.old_flavor), migration=s.uid, timeout=shutdown_timeout(s.node, s.inst)
+    )
     await _report(s.node, s.inst)
     how = migration.Mode.LIVE if reverted.live else migration.Mode.COLD
     log.info("migration %s: reverted %s: %s", mig.metadata.name, how.value, reverted.reason)

@@ -127,11 +127,12 @@ class Driver(Protocol):
         and nothing of the original is changed; raises if the guest cannot grow so."""
         ...
 
-    async def revert_live(self, guest: Guest, *, migration: str) -> Reverted:
+    async def revert_live(self, guest: Guest, *, migration: str, timeout: float) -> Reverted:
         """Undo resize_live back to `guest.flavor`: unplugged live where the disk did not
         grow and the guest lets go of what was added; otherwise cold, exactly as Nova's
-        revert (powered off, `migration`'s overlay dropped, the original disk booted on the
-        old flavor). Idempotent; never touches an overlay another migration made."""
+        revert (powered off, within `timeout` seconds as power_off, `migration`'s overlay
+        dropped, the original disk booted on the old flavor). Idempotent; never touches an
+        overlay another migration made."""
         ...
 
     async def release_migration(self, uuid: str, *, migration: str) -> None:

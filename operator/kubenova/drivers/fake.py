@@ -211,7 +211,9 @@ class FakeDriver:
         )
         self._save()
 
-    async def revert_live(self, guest: base.Guest, *, migration: str) -> base.Reverted:
+    async def revert_live(
+        self, guest: base.Guest, *, migration: str, timeout: float
+    ) -> base.Reverted:
         await self._step("revert_live")
         g = self._get(guest.uuid)
         if g.resize is not None and g.aside_for == migration:

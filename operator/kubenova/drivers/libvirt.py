@@ -78,6 +78,7 @@ class LibvirtDriver:
         virt_type: str = "kvm",
         domain_prefix: str = "",
         hotplug_ratio: float = 4.0,
+        unplug_wait_seconds: float = UNPLUG_WAIT_SECONDS,
     ) -> None:
         """`domain_prefix` lets several agents share one libvirtd (two simulated nodes on one
         machine): domain name and UUID are then derived from the prefix and the instance
@@ -89,6 +90,7 @@ class LibvirtDriver:
         self.images = images_path
         self.virt_type = virt_type
         self.hotplug_ratio = hotplug_ratio
+        self.unplug_wait_seconds = unplug_wait_seconds
         (self.root / "console").mkdir(parents=True, exist_ok=True)
         self._conn: libvirt.virConnect | None = None
 
@@ -664,10 +666,12 @@ class LibvirtDriver:
             ElementTree.tostring(device, "unicode"), libvirt.VIR_DOMAIN_AFFECT_LIVE
         )
 
-    async def revert_live(self, guest: base.Guest, *, migration: str) -> base.Reverted:
-        return await self._run(self._revert_live, guest, migration)  # type: ignore[no-any-return]
+    async def revert_live(
+        self, guest: base.Guest, *, migration: str, timeout: float
+    ) -> base.Reverted:
+        return await self._run(self._revert_live, guest, migration, timeout)  # type: ignore[no-any-return]
 
-    def _revert_live(self, guest: base.Guest, migration: str) -> base.Reverted:
+    def _revert_live(self, guest: base.Guest, migration: str, timeout: float) -> base.Reverted:
         uuid, old = guest.uuid, guest.flavor
         d = self.files.dir(uuid)
         live = d / LIVE_DISK
@@ -679,10 +683,10 @@ class LibvirtDriver:
             )
         if live.exists() and self.files.live_for(uuid) == migration:
             why = "the disk grew: the guest is booted on its original disk and the old flavor"
-            return self._revert_cold(guest, why, drop=live)
+            return self._revert_cold(guest, why, timeout, drop=live)
         dom = self._domain(uuid)
         if dom is None or not dom.isActive():
-            return self._revert_cold(guest, "the guest is not running")
+            return self._revert_cold(guest, "the guest is not running", timeout)
         try:
             sizes = _Sizes.of(dom)
             if sizes.memory_mib != old.memory_mib:
@@ -691,34 +695,33 @@ class LibvirtDriver:
             if int(dom.info()[3]) != old.vcpus:
                 dom.setVcpusFlags(old.vcpus, libvirt.VIR_DOMAIN_AFFECT_LIVE)
         except (libvirt.libvirtError, base.DriverError) as exc:
-            return self._revert_cold(guest, f"the guest did not let go live ({exc})")
+            return self._revert_cold(guest, f"the guest did not let go live ({exc})", timeout)
         self._define(guest)
         return base.Reverted(True, "unplugged on the running guest")
 
-    @staticmethod
-    def _wait_unplugged(dom: libvirt.virDomain, requested_mib: int) -> None:
+    def _wait_unplugged(self, dom: libvirt.virDomain, requested_mib: int) -> None:
         """The guest gives memory back at its own pace: wait until it holds no more than
         asked, or give up (the caller reverts cold)."""
-        deadline = time.monotonic() + UNPLUG_WAIT_SECONDS
+        deadline = time.monotonic() + self.unplug_wait_seconds
         while _Sizes.of(dom).plugged_mib > requested_mib:
             if time.monotonic() > deadline:
                 raise base.DriverError(
                     f"the guest still holds {_Sizes.of(dom).plugged_mib} MiB of hot-plugged "
-                    f"memory after {UNPLUG_WAIT_SECONDS:.0f}s, not {requested_mib}"
+                    f"memory after {self.unplug_wait_seconds:.0f}s, not {requested_mib}"
                 )
             time.sleep(BLOCK_JOB_POLL)
 
     def _revert_cold(
-        self, guest: base.Guest, why: str, drop: pathlib.Path | None = None
+        self, guest: base.Guest, why: str, timeout: float, drop: pathlib.Path | None = None
     ) -> base.Reverted:
-        """Nova's revert: power off, the original disk (`drop`, the overlay, goes), defined
-        on the old flavor, started if it ran."""
+        """Nova's revert: power off (within `timeout`, as any power-off), the original disk
+        (`drop`, the overlay, goes), defined on the old flavor, started if it ran."""
         dom = self._domain(guest.uuid)
         if dom is not None and dom.isActive():
             if drop is not None:
                 dom.destroy()  # what it wrote since the resize is discarded anyway
             else:
-                self._stop(guest.uuid, 60.0)
+                self._stop(guest.uuid, timeout)
         faults.point("agent", "libvirt:live-reverting")
         if drop is not None:
             drop.unlink()  # before the definition: it must name `disk` again

@@ -82,9 +82,13 @@ class Timed:
             "resize_live", self.name, self.inner.resize_live(guest, migration=migration)
         )
 
-    async def revert_live(self, guest: base.Guest, *, migration: str) -> base.Reverted:
+    async def revert_live(
+        self, guest: base.Guest, *, migration: str, timeout: float
+    ) -> base.Reverted:
         return await metrics.timed_step(
-            "revert_live", self.name, self.inner.revert_live(guest, migration=migration)
+            "revert_live",
+            self.name,
+            self.inner.revert_live(guest, migration=migration, timeout=timeout),
         )
 
     async def release_migration(self, uuid: str, *, migration: str) -> None:

@@ -23,6 +23,7 @@ TINY = Amount(1, 256, 1)
 BIGGER = Amount(2, 512, 2)
 UUID = ""  # set per test: libvirtd is shared by parallel test workers
 TIMEOUT = 0.5  # graceful shutdown wait: a guest without an OS ignores ACPI anyway
+UNPLUG_WAIT = 3.0  # nor does it give hot-plugged memory back: a live revert then goes cold
 
 
 def run(coro: Coroutine[Any, Any, Any]) -> Any:
@@ -38,6 +39,7 @@ def _libvirt(tmp: pathlib.Path) -> base.Driver:
             instances_path=tmp / "instances",
             images_path=tmp / "images",
             virt_type="qemu",
+            unplug_wait_seconds=UNPLUG_WAIT,
         )
         driver.conn.getVersion()
     except Exception as exc:
@@ -256,7 +258,7 @@ def resize_live(driver: base.Driver, flavor: Amount = BIGGER, mig: str = MIG) ->
 
 
 def revert_live(driver: base.Driver, mig: str = MIG) -> base.Reverted:
-    return run(driver.revert_live(guest(TINY), migration=mig))  # type: ignore[no-any-return]
+    return run(driver.revert_live(guest(TINY), migration=mig, timeout=TIMEOUT))  # type: ignore[no-any-return]
 
 
 def test_live_resize_grows_the_running_guest_into_its_headroom(driver: base.Driver) -> None:

@@ -99,6 +99,32 @@ def install_label_policy(kubeconfig: pathlib.Path) -> None:
         stdout=subprocess.DEVNULL,
         text=True,
     )
+    _wait_enforced(kubeconfig)
+
+
+def _wait_enforced(kubeconfig: pathlib.Path) -> None:
+    """A stored policy is not yet an enforced one (the API server loads it asynchronously):
+    wait until a server-side dry run of what it refuses is refused."""
+    labels = {"compute.kubenova.io/node": "probe"}
+    probe = {
+        "apiVersion": "compute.kubenova.io/v1alpha1",
+        "kind": "Instance",
+        "metadata": {"name": "label-policy-probe", "namespace": "default", "labels": labels},
+        "spec": {"flavor": "m1.tiny", "image": "cirros"},
+    }
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        tried = subprocess.run(
+            ["kubectl", f"--kubeconfig={kubeconfig}", "create", "--dry-run=server", "-f", "-"],
+            check=False,
+            input=json.dumps(probe),
+            capture_output=True,
+            text=True,
+        )
+        if "set by the kubenova controller only" in tried.stderr:
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"the label policy is not enforced after {READY_TIMEOUT}s")
 
 
 def _wait_hypervisors(kubeconfig: pathlib.Path) -> None:

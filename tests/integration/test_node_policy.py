@@ -74,7 +74,13 @@ def _token(kubectl: kube.Kubectl, node: str | None) -> str:
 @pytest.fixture(scope="module")
 def on_node_a(kubectl: kube.Kubectl) -> Client:
     helm.pod_on(kubectl, "node-b")  # node-b exists too: refusals are not for a missing node
-    return Client(kubectl, _token(kubectl, "node-a"))
+    client = Client(kubectl, _token(kubectl, "node-a"))
+    # The binding being stored is not the policy being enforced: the API server loads it
+    # asynchronously. Wait until a dry-run of a write it must refuse is refused.
+    probe = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease"}
+    probe["metadata"] = {"name": "kubenova-node-probe", "namespace": NS}
+    kube.poll(lambda: client.send("POST", f"{LEASES}?dryRun=All", probe)[0] == 403, timeout=30)
+    return client
 
 
 def _as_controller(kubectl: kube.Kubectl, path: str, body: dict[str, Any]) -> None:

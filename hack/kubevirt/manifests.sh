@@ -17,11 +17,14 @@ TEMPLATOR="$(bash "$HERE/binaries.sh")/manifest-templator"
 # ignored there (ParseErrorsWhitelist), so a typo would pass silently: keep to this list.
 # --infra-replicas=1: one virt-api and one virt-controller (default 2) on small clusters.
 # The operator names every component image after its own, so no --virt-*-image overrides.
+# HostDisk: kubenova's KubeVirt driver keeps each guest's disk as a raw file on its node,
+# which the node's agent sets aside, grows and transfers as the libvirt driver does
+# (docs/kubevirt.md says why not a containerDisk or a PVC).
 VARS=(--process-vars --namespace="$KUBEVIRT_NAMESPACE" --cdi-namespace=cdi
   --csv-namespace=placeholder --csv-version="${KUBEVIRT_VERSION#v}"
   --container-prefix="$KUBEVIRT_IMAGE_PREFIX" --container-tag="$KUBEVIRT_IMAGE_TAG" --image-prefix=
   --image-pull-policy=IfNotPresent --verbosity=2 --infra-replicas=1 --test-image-replicas=0
-  --feature-gates= --package-name=kubevirt --kubevirt-logo-path=assets/kubevirt_logo.png)
+  --feature-gates=HostDisk --package-name=kubevirt --kubevirt-logo-path=assets/kubevirt_logo.png)
 
 key=$(kv_key "$TEMPLATOR" "$SRC/manifests/release/kubevirt-operator.yaml.in" \
   "$SRC/manifests/release/kubevirt-cr.yaml.in" <(cat "$SRC"/manifests/generated/*) \

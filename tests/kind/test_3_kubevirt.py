@@ -8,12 +8,14 @@ boot, with the disk's marker and boot counter intact, and the file is still ther
 from __future__ import annotations
 
 import json
+import pathlib
 import subprocess
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from kubenova.drivers import vm
 from tests import kube
 from tests.e2e import guest
 from tests.kind import cluster
@@ -151,3 +153,34 @@ def test_a_guest_on_a_host_disk_keeps_its_data_across_a_cold_resize(
     # The file is the guest's disk, not a copy KubeVirt made: still raw, same size.
     size = _node("stat", "-c", "%s", f"{DIR}/disk.img").strip()
     assert size == str(1024**3)
+
+
+def test_kubevirt_admits_the_vm_kubenovas_driver_makes(kubectl: kube.Kubectl) -> None:
+    """drivers/vm.py's manifest, as the KubeVirt driver will create it, through the API
+    server and KubeVirt's own admission webhook (a server-side dry run: nothing is made)."""
+    made = vm.manifest(
+        vm.Definition(
+            name="admitted",
+            namespace="default",
+            owner_uid="00000000-0000-4000-8000-000000000001",
+            instance_uuid="00000000-0000-4000-8000-000000000002",
+            node=NODE,
+            vcpus=2,
+            memory_mib=512,
+            disk=pathlib.Path(DIR) / "disk.img",
+            running=True,
+            grace_seconds=20,
+            boot=vm.Boot(image=_kernel_image()),
+        )
+    )
+    result = kubectl.run(
+        "create", "--dry-run=server", "-o", "json", "-f", "-", stdin=json.dumps(made)
+    )
+    assert result.ok, result.stderr
+    admitted = json.loads(result.stdout)["spec"]["template"]["spec"]["volumes"][0]["hostDisk"]
+    assert (admitted["path"], admitted["type"]) == (f"{DIR}/disk.img", "Disk")
+    # KubeVirt's webhook refuses what it cannot run: a disk it would have to make is refused.
+    made["spec"]["template"]["spec"]["volumes"][0]["hostDisk"]["capacity"] = "1Gi"
+    refused = kubectl.run("create", "--dry-run=server", "-f", "-", stdin=json.dumps(made))
+    assert not refused.ok
+    assert "capacity" in refused.stderr, refused.stderr

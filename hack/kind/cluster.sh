@@ -12,6 +12,8 @@ ROOT="$(cd "$HERE/../.." && pwd)"
 CLUSTER="${KUBENOVA_KIND_CLUSTER:-kubenova}"
 POD_SUBNET=10.244.0.0/16
 IMAGES_PATH=/var/lib/kubenova/images
+KUBEVIRT_PATH=/var/lib/kubenova/kubevirt
+KUBEVIRT_DISKS="$ROOT/.kubenova/kind/kubevirt"
 log() { echo "kind/cluster: $*" >&2; }
 : "${KUBECONFIG:?}" "${KIND:?}"
 
@@ -34,6 +36,14 @@ if "$KIND" get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
     "$KIND" delete cluster --name "$CLUSTER" >&2
   fi
 fi
+# The KubeVirt driver's disk files (KUBEVIRT_PATH in each worker) are a directory of this
+# checkout, so tests/kind can run the driver on this host against the node's files, as the
+# agent does with its hostPath mount in the node (docs/kubevirt.md).
+worker_mount() {
+  mkdir -p "$KUBEVIRT_DISKS/worker$1"
+  printf '  - role: worker\n    extraMounts:\n      - {hostPath: %s, containerPath: %s}\n' \
+    "$KUBEVIRT_DISKS/worker$1" "$KUBEVIRT_PATH"
+}
 if ! "$KIND" get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
   config=$(mktemp)
   disable_cni=false
@@ -46,8 +56,7 @@ networking:
   disableDefaultCNI: $disable_cni
 nodes:
   - role: control-plane
-  - role: worker
-  - role: worker
+$(for i in 1 2; do worker_mount "$i"; done)
 EOF
   start=$SECONDS
   "$KIND" create cluster --name "$CLUSTER" --image "$NODE_IMAGE" --config "$config" \

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from typing import Any
 
 import pytest
@@ -94,3 +95,45 @@ def leader(kubectl: kube.Kubectl) -> str:
     lease = kubectl.get_json("lease", "kubenova-controller", "-n", NAMESPACE)
     holder = lease["spec"].get("holderIdentity") or ""
     return re.sub(r"_[0-9a-f]+$", "", holder)
+
+
+# --- KubeVirt (tests/kind/test_3_kubevirt*.py) ----------------------------------------------
+
+KUBEVIRT_NODE = "kubenova-worker"
+
+
+def kernel_image() -> str:
+    """The test guest as the container image KubeVirt boots its kernel from."""
+    script = kube.REPO / "hack" / "kubevirt" / "guest-image.sh"
+    built = subprocess.run(["bash", str(script)], capture_output=True, text=True, check=True)
+    return built.stdout.split()[-1]
+
+
+def vm_reports(kubectl: kube.Kubectl, vm: str) -> list[guest.Report]:
+    """Every boot the guest of VirtualMachine `vm` reported in its current launcher pod
+    (its serial console, the pod's guest-console-log container), oldest first."""
+    pod = kubectl.run("get", "pod", "-l", f"vm.kubevirt.io/name={vm}", "-o", "name")
+    if not pod.ok or not pod.stdout.strip():
+        return []
+    logs = kubectl.run("logs", pod.stdout.split()[0], "-c", "guest-console-log")
+    found = guest.LINE.findall(logs.stdout if logs.ok else "")
+    return [guest.Report(int(c), int(m), int(d), marker, int(b)) for c, m, d, marker, b in found]
+
+
+def vm_booted(kubectl: kube.Kubectl, vm: str, boots: int) -> guest.Report:
+    """The report of the guest's `boots`-th boot (its own counter, on its disk)."""
+
+    def seen() -> guest.Report | None:
+        found = vm_reports(kubectl, vm)
+        return found[-1] if found and found[-1].boots == boots else None
+
+    try:
+        return kube.poll(seen, timeout=TIMEOUT, interval=2)  # type: ignore[no-any-return]
+    except TimeoutError:
+        shown = [
+            kubectl.run("get", "vm,vmi,pods", "-o", "wide").stdout,
+            kubectl.run("get", "vmi", vm, "-o", "jsonpath={.status.conditions}").stdout,
+            kubectl.run("get", "events", "--sort-by=.lastTimestamp").stdout[-3000:],
+            f"reports: {vm_reports(kubectl, vm)}",
+        ]
+        raise AssertionError(f"{vm}: no report of boot {boots}\n" + "\n".join(shown)) from None

@@ -17,12 +17,11 @@ import pytest
 
 from kubenova.drivers import vm
 from tests import kube
-from tests.e2e import guest
 from tests.kind import cluster
 
 pytestmark = cluster.MARKS
 
-NODE = "kubenova-worker"
+NODE = cluster.KUBEVIRT_NODE
 DIR = "/var/lib/kubenova/kubevirt/platform-check"
 MARKER = "KUBENOVA-MARKER-kubevirt"
 VM = "platform-check"
@@ -35,17 +34,11 @@ def _node(*argv: str) -> str:
     return done.stdout
 
 
-def _kernel_image() -> str:
-    script = kube.REPO / "hack" / "kubevirt" / "guest-image.sh"
-    built = subprocess.run(["bash", str(script)], capture_output=True, text=True, check=True)
-    return built.stdout.split()[-1]
-
-
 def _vm(vcpus: int, memory: str) -> dict[str, Any]:
     boot = {
         "kernelArgs": "console=ttyS0 quiet panic=-1",
         "container": {
-            "image": _kernel_image(),
+            "image": cluster.kernel_image(),
             "imagePullPolicy": "IfNotPresent",
             "kernelPath": "/boot/vmlinuz",
             "initrdPath": "/boot/initrd.img",
@@ -90,43 +83,12 @@ def kubevirt(kubectl: kube.Kubectl) -> Iterator[kube.Kubectl]:
     _node("rm", "-rf", DIR)
 
 
-def _reports(kubectl: kube.Kubectl) -> list[guest.Report]:
-    pod = kubectl.run("get", "pod", "-l", f"vm.kubevirt.io/name={VM}", "-o", "name")
-    if not pod.ok or not pod.stdout.strip():
-        return []
-    logs = kubectl.run("logs", pod.stdout.split()[0], "-c", "guest-console-log")
-    found = guest.LINE.findall(logs.stdout if logs.ok else "")
-    return [guest.Report(int(c), int(m), int(d), marker, int(b)) for c, m, d, marker, b in found]
-
-
-def _booted(kubectl: kube.Kubectl, boots: int) -> guest.Report:
-    def seen() -> guest.Report | None:
-        found = _reports(kubectl)
-        return found[-1] if found and found[-1].boots >= boots else None
-
-    try:
-        return kube.poll(seen, timeout=cluster.TIMEOUT, interval=2)  # type: ignore[no-any-return]
-    except TimeoutError:
-        raise AssertionError(f"no report of boot {boots}; {_why(kubectl)}") from None
-
-
-def _why(kubectl: kube.Kubectl) -> str:
-    """What a user would look at when a VM does not come up: the VM, VMI, pod and events."""
-    shown = [
-        kubectl.run("get", "vm,vmi,pods", "-o", "wide").stdout,
-        kubectl.run("get", "vmi", VM, "-o", "jsonpath={.status.conditions}").stdout,
-        kubectl.run("get", "events", "--sort-by=.lastTimestamp").stdout[-3000:],
-        "console: " + "".join(str(r) for r in _reports(kubectl)),
-    ]
-    return "\n".join(shown)
-
-
 def test_a_guest_on_a_host_disk_keeps_its_data_across_a_cold_resize(
     kubevirt: kube.Kubectl,
 ) -> None:
     kubectl = kubevirt
     assert kubectl.apply(_vm(1, "256Mi")).ok
-    first = _booted(kubectl, 1)
+    first = cluster.vm_booted(kubectl, VM, 1)
     assert (first.cpus, first.marker, first.boots) == (1, MARKER, 1)
     vmi = kubectl.get_json("vmi", VM)
     assert vmi["status"]["nodeName"] == NODE
@@ -138,13 +100,14 @@ def test_a_guest_on_a_host_disk_keeps_its_data_across_a_cold_resize(
     try:
         kube.poll(lambda: not kubectl.run("get", "vmi", VM).ok, timeout=cluster.TIMEOUT)
     except TimeoutError:
-        raise AssertionError(f"the VMI outlived its stop; {_why(kubectl)}") from None
+        shown = kubectl.run("get", "vm,vmi,pods", "-o", "wide").stdout
+        raise AssertionError(f"the VMI outlived its stop:\n{shown}") from None
     assert MARKER in _node("head", "-c", "64", f"{DIR}/disk.img")
     grown = _vm(2, "512Mi")
     grown["spec"]["runStrategy"] = "Always"
     assert kubectl.apply(grown).ok
 
-    second = _booted(kubectl, 2)
+    second = cluster.vm_booted(kubectl, VM, 2)
     assert (second.cpus, second.marker, second.boots) == (2, MARKER, 2)
     assert second.memtotal_kib > first.memtotal_kib + 200 * 1024  # 256 -> 512 MiB
     vmi = kubectl.get_json("vmi", VM)
@@ -170,7 +133,7 @@ def test_kubevirt_admits_the_vm_kubenovas_driver_makes(kubectl: kube.Kubectl) ->
             disk=pathlib.Path(DIR) / "disk.img",
             running=True,
             grace_seconds=20,
-            boot=vm.Boot(image=_kernel_image()),
+            boot=vm.Boot(image=cluster.kernel_image()),
         )
     )
     result = kubectl.run(

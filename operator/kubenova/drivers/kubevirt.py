@@ -1,0 +1,376 @@
+"""The KubeVirt driver: Nova's steps for a guest that KubeVirt runs (docs/kubevirt.md).
+
+The node's agent keeps each guest's disk as a raw file in the libvirt driver's layout
+(`<root>/<uuid>/disk.img`, the revert point `<uuid>_resize/`, the same markers); KubeVirt
+runs it as a VirtualMachine pinned to this node (drivers/vm.py), which the agent starts and
+stops through `runStrategy` and changes only while it is stopped. Every resize is cold.
+
+Work in progress (issue 14): spawn, power, same-host resize with confirm and revert,
+destroy and the sweep are here; the cross-node steps (prepare_incoming, a received disk,
+release_migration) are not yet, and the agent does not offer this driver until they are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import os
+import pathlib
+import shutil
+from typing import Any
+
+from kubernetes_asyncio import client
+
+from kubenova.drivers import base, layout, qcow2, vm
+from kubenova.kube.objects import MERGE
+from kubenova.scheduling.amounts import Amount
+
+DISK = "disk.img"
+KERNEL_IMAGE = "kubevirt-kernel-image"  # in an image's directory: the kernel's container image
+QEMU_UID = 107  # the launcher's qemu user, which opens the disk
+GROUP, VERSION = "kubevirt.io", "v1"
+INSTANCES = ("compute.kubenova.io", "v1alpha1", "instances")
+COLD_ONLY = (
+    "the kubevirt driver resizes cold: KubeVirt hot-plugs only through a live migration, "
+    "which a node-local disk does not allow, and cannot unplug (docs/kubevirt.md)"
+)
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def _cpus(quantity: str) -> int:
+    return int(quantity[:-1]) // 1000 if quantity.endswith("m") else int(quantity)
+
+
+class KubeVirtDriver:
+    name = "kubevirt"
+
+    def __init__(
+        self,
+        api: client.ApiClient,
+        *,
+        node: str,
+        instances_path: pathlib.Path,
+        images_path: pathlib.Path,
+        wait_seconds: float = 300.0,
+        poll_seconds: float = 1.0,
+        node_instances_path: pathlib.Path | None = None,
+    ) -> None:
+        """`node_instances_path`: where the node itself has `instances_path` (the launcher's
+        hostPath), when this process sees it elsewhere; the agent's pod mounts it at the
+        same path, a test on the host sees kind's mount of it."""
+        self.objects = client.CustomObjectsApi(api)
+        self.core = client.CoreV1Api(api)
+        self.node = node
+        self.root = instances_path
+        self.files = layout.Layout(instances_path)
+        self.images = images_path
+        self.wait_seconds = wait_seconds
+        self.poll_seconds = poll_seconds
+        self.on_node = layout.Layout(node_instances_path or instances_path)
+
+    # --- observe ---------------------------------------------------------------------------
+
+    def _where(self, uuid: str) -> tuple[str, str]:
+        owner = self.files.owner(uuid)
+        if not owner or "/" not in owner:
+            raise base.DriverError(f"instance {uuid}: no owner recorded on {self.node}")
+        namespace, name = owner.split("/", 1)
+        return namespace, name
+
+    async def _get(self, plural: str, uuid: str) -> dict[str, Any] | None:
+        namespace, name = self._where(uuid)
+        try:
+            found = await self.objects.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, plural, name
+            )
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        labels = found.get("metadata", {}).get("labels", {})
+        if plural == "virtualmachines" and labels.get(vm.INSTANCE_LABEL) != uuid:
+            raise base.DriverError(f"VirtualMachine {namespace}/{name} is not instance {uuid}'s")
+        return found  # type: ignore[no-any-return]
+
+    async def _wait(self, uuid: str, done: Any, what: str) -> None:
+        deadline = asyncio.get_running_loop().time() + self.wait_seconds
+        while not done(await self._get("virtualmachineinstances", uuid)):
+            if asyncio.get_running_loop().time() > deadline:
+                raise base.RetryLaterError(f"instance {uuid}: {what} after {self.wait_seconds}s")
+            await asyncio.sleep(self.poll_seconds)
+
+    def _running_here(self, vmi: dict[str, Any] | None) -> bool:
+        status = (vmi or {}).get("status", {})
+        return bool(status.get("phase") == "Running" and status.get("nodeName") == self.node)
+
+    # --- act -------------------------------------------------------------------------------
+
+    def _boot(self, image: str) -> vm.Boot | None:
+        found = layout.read_marker(self.images / image / KERNEL_IMAGE)
+        return vm.Boot(image=found) if found else None
+
+    async def _apply(self, guest: base.Guest, *, running: bool, grace: float = 30.0) -> None:
+        """The VM as `guest` says, created or replaced whole (only ever while it is stopped,
+        or to start it)."""
+        namespace, name = self._where(guest.uuid)
+        owner = await self.objects.get_namespaced_custom_object(
+            *INSTANCES[:2], namespace, INSTANCES[2], name
+        )
+        made = vm.manifest(
+            vm.Definition(
+                name=name,
+                namespace=namespace,
+                owner_uid=owner["metadata"]["uid"],
+                instance_uuid=guest.uuid,
+                node=self.node,
+                vcpus=guest.flavor.vcpus,
+                memory_mib=guest.flavor.memory_mib,
+                disk=self.on_node.dir(guest.uuid) / DISK,
+                running=running,
+                grace_seconds=max(0, int(grace)),
+                boot=self._boot(guest.image),
+            )
+        )
+        current = await self._get("virtualmachines", guest.uuid)
+        if current is None:
+            await self.objects.create_namespaced_custom_object(
+                GROUP, VERSION, namespace, "virtualmachines", made
+            )
+            return
+        made["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+        await self.objects.replace_namespaced_custom_object(
+            GROUP, VERSION, namespace, "virtualmachines", name, made
+        )
+
+    async def _run_strategy(self, uuid: str, strategy: str, grace: float | None = None) -> None:
+        namespace, name = self._where(uuid)
+        spec: dict[str, Any] = {"runStrategy": strategy}
+        if grace is not None:
+            spec["template"] = {"spec": {"terminationGracePeriodSeconds": max(0, int(grace))}}
+        await self.objects.patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, "virtualmachines", name, {"spec": spec}, _content_type=MERGE
+        )
+
+    async def _start(self, uuid: str) -> None:
+        await self._run_strategy(uuid, "Always")
+        await self._wait(uuid, self._running_here, f"not running on {self.node}")
+
+    async def _stop(self, uuid: str, timeout: float) -> None:
+        """ACPI, forced after `timeout` s (terminationGracePeriodSeconds); then until the VMI,
+        and with it the launcher pod that held the disk open, is gone."""
+        if await self._get("virtualmachines", uuid) is None:
+            return
+        await self._run_strategy(uuid, "Halted", timeout)
+        await self._wait(uuid, lambda vmi: vmi is None, "still running")
+
+    def _owned(self, path: pathlib.Path) -> None:
+        for p in (path, *path.iterdir()) if path.is_dir() else (path,):
+            os.chown(p, QEMU_UID, QEMU_UID)
+
+    def _make_disk(self, guest: base.Guest) -> None:
+        d = self.files.dir(guest.uuid)
+        disk = d / DISK
+        if not disk.exists():
+            source = self.images / guest.image / "disk.qcow2"
+            tmp = d / "disk.part"
+            if source.exists():
+                qcow2.qemu_img("convert", "-q", "-O", "raw", str(source), str(tmp))
+            else:
+                tmp.open("wb").close()
+            tmp.rename(disk)  # a crash never leaves a half-made disk named `disk.img`
+        self._grow(disk, guest.flavor.disk_gib)
+        self._owned(d)
+
+    @staticmethod
+    def _grow(disk: pathlib.Path, gib: int) -> None:
+        """To `gib` GiB; never shrinks (that would cut the guest's filesystem)."""
+        current = disk.stat().st_size
+        if gib * qcow2.GIB < current:
+            raise base.DriverError(f"disks never shrink: {current // qcow2.GIB} GiB -> {gib} GiB")
+        if gib * qcow2.GIB > current:
+            os.truncate(disk, gib * qcow2.GIB)  # sparse: a raw disk grows by its length
+
+    # --- the protocol ----------------------------------------------------------------------
+
+    async def capacity(self) -> Amount:
+        node = await self.core.read_node(self.node)
+        allocatable = node.status.allocatable
+        disk = shutil.disk_usage(self.root).total // qcow2.GIB if self.root.exists() else 0
+        return Amount(_cpus(allocatable["cpu"]), vm.mebibytes(allocatable["memory"]), int(disk))
+
+    async def spawn(self, guest: base.Guest) -> None:
+        self.files.set_owner(guest.uuid, guest.name)
+        if not (self.images / guest.image).is_dir():
+            raise base.DriverError(f"image {guest.image} not found on {self.node}")
+        await asyncio.to_thread(self._make_disk, guest)
+        current = await self._get("virtualmachines", guest.uuid)
+        if current is None:
+            await self._apply(guest, running=guest.power_on)
+        if guest.power_on:
+            await self._start(guest.uuid)
+
+    async def power_off(self, uuid: str, timeout: float) -> None:
+        await self._stop(uuid, timeout)
+
+    async def power_on(self, uuid: str) -> None:
+        await self._start(uuid)
+
+    async def migrate_disk_and_power_off(
+        self, uuid: str, *, migration: str, same_host: bool, timeout: float
+    ) -> None:
+        await self._stop(uuid, timeout)
+        if not same_host:
+            self.files.probe(uuid, migration).touch()
+            return
+        await asyncio.to_thread(self._set_aside, uuid, migration)
+
+    def _set_aside(self, uuid: str, migration: str) -> None:
+        """`<uuid>` becomes the revert point `<uuid>_resize` by a rename (the original is
+        never rewritten), and a sparse copy of its disk becomes the new `<uuid>`."""
+        d, aside = self.files.dir(uuid), self.files.aside(uuid)
+        if aside.exists():
+            holder = self.files.set_aside_for(uuid)
+            if holder != migration:
+                raise base.DriverError(
+                    f"instance {uuid}: a revert point of migration {holder} is here; "
+                    "it is kept until that migration is confirmed or reverted"
+                )
+        else:
+            layout.write_marker(d / layout.SET_ASIDE_FOR, migration)
+            d.rename(aside)
+        if (d / DISK).exists():
+            return
+        part = self.root / f"{uuid}.part"
+        shutil.rmtree(part, ignore_errors=True)  # a copy a crash cut short: never the original
+        part.mkdir()
+        shutil.copy2(aside / layout.OWNER, part / layout.OWNER)
+        if (aside / "image").exists():
+            shutil.copy2(aside / "image", part / "image")
+        qcow2.qemu_img("convert", "-q", "-f", "raw", "-O", "raw", "-S", "4k",
+                       str(aside / DISK), str(part / DISK))  # fmt: skip
+        self._owned(part)
+        part.rename(d)
+
+    async def freeze_base(self, uuid: str, *, migration: str) -> bool:
+        vmi = await self._get("virtualmachineinstances", uuid)
+        if vmi is None:
+            return False
+        raise base.DriverError(f"no pre-copy: {COLD_ONLY}")
+
+    async def prepare_incoming(
+        self, uuid: str, *, migration: str, owner: str, part: base.Part = base.Part.DISK
+    ) -> pathlib.Path | None:
+        raise base.DriverError("the kubevirt driver does not move guests between nodes yet")
+
+    async def finish_migration(self, guest: base.Guest, *, migration: str, same_host: bool) -> None:
+        if not same_host:
+            raise base.DriverError("the kubevirt driver does not move guests between nodes yet")
+        if self.files.set_aside_for(guest.uuid) != migration:
+            raise base.DriverError(f"instance {guest.uuid}: no revert point of {migration}")
+        await asyncio.to_thread(
+            self._grow, self.files.dir(guest.uuid) / DISK, guest.flavor.disk_gib
+        )
+        await self._apply(guest, running=guest.power_on)
+        if guest.power_on:
+            await self._start(guest.uuid)
+
+    async def confirm_migration(self, uuid: str, *, migration: str, same_host: bool) -> None:
+        if not same_host:
+            raise base.DriverError("the kubevirt driver does not move guests between nodes yet")
+        holder = self.files.set_aside_for(uuid)
+        if holder is None:
+            return  # confirmed already
+        if holder != migration:
+            raise base.DriverError(f"instance {uuid}: the revert point is migration {holder}'s")
+        if not (self.files.dir(uuid) / DISK).exists():
+            raise base.DriverError(f"instance {uuid}: no new disk; the revert point is kept")
+        await asyncio.to_thread(shutil.rmtree, self.files.aside(uuid))
+
+    async def finish_revert_migration(
+        self, guest: base.Guest, *, migration: str, same_host: bool
+    ) -> None:
+        if not same_host:
+            raise base.DriverError("the kubevirt driver does not move guests between nodes yet")
+        uuid = guest.uuid
+        holder = self.files.set_aside_for(uuid)
+        if holder is not None and holder != migration:
+            raise base.DriverError(f"instance {uuid}: the revert point is migration {holder}'s")
+        await self._stop(uuid, 30.0)
+        if holder is not None:
+            await asyncio.to_thread(self._restore, uuid)
+        await self._apply(guest, running=guest.power_on)
+        if guest.power_on:
+            await self._start(uuid)
+
+    def _restore(self, uuid: str) -> None:
+        """The copy goes, the revert point is `<uuid>` again (a rename), its marker last."""
+        d, aside = self.files.dir(uuid), self.files.aside(uuid)
+        if d.exists():
+            where = self.files.quarantine_dir(f"{uuid}-reverted", _now())
+            where.parent.mkdir(parents=True, exist_ok=True)
+            d.rename(where)  # kept a while, not deleted: the sweep purges it
+        aside.rename(d)
+        (d / layout.SET_ASIDE_FOR).unlink(missing_ok=True)
+
+    async def resize_live(self, guest: base.Guest, *, migration: str) -> None:
+        raise base.DriverError(COLD_ONLY)
+
+    async def revert_live(
+        self, guest: base.Guest, *, migration: str, timeout: float
+    ) -> base.Reverted:
+        raise base.DriverError(COLD_ONLY)
+
+    async def release_migration(self, uuid: str, *, migration: str) -> None:
+        raise base.DriverError("the kubevirt driver does not move guests between nodes yet")
+
+    async def destroy(self, uuid: str) -> None:
+        if self.files.owner(uuid) is None:
+            return
+        current = await self._get("virtualmachines", uuid)
+        if current is not None:
+            namespace, name = self._where(uuid)
+            await self._stop(uuid, 0)
+            await self.objects.delete_namespaced_custom_object(
+                GROUP, VERSION, namespace, "virtualmachines", name
+            )
+        for p in (self.files.dir(uuid), self.files.aside(uuid)):
+            await asyncio.to_thread(shutil.rmtree, p, True)
+
+    async def quarantine(self, uuid: str) -> list[pathlib.Path]:
+        await self._stop(uuid, 0)
+        return await asyncio.to_thread(self.files.quarantine, uuid, _now())
+
+    async def purge_quarantine(self, keep_seconds: float) -> list[str]:
+        return await asyncio.to_thread(self.files.purge_quarantine, _now(), keep_seconds)
+
+    async def get_info(self, uuid: str) -> base.GuestInfo | None:
+        disk = self.files.dir(uuid) / DISK
+        if self.files.owner(uuid) is None:
+            return None
+        machine = await self._get("virtualmachines", uuid)
+        if machine is None:
+            return None
+        disk_gib = disk.stat().st_size // qcow2.GIB if disk.exists() else 0
+        vmi = await self._get("virtualmachineinstances", uuid)
+        sizes = vm.sizes(vmi) if self._running_here(vmi) and vmi else None
+        if sizes is not None:
+            return base.GuestInfo(base.Power.RUNNING, sizes[0], sizes[1], disk_gib)
+        domain = machine["spec"]["template"]["spec"]["domain"]
+        vcpus = int(domain["cpu"]["sockets"])
+        return base.GuestInfo(
+            base.Power.STOPPED, vcpus, vm.mebibytes(domain["memory"]["guest"]), disk_gib
+        )
+
+    async def list_guests(self) -> list[str]:
+        return self.files.instances()
+
+    def owner(self, uuid: str) -> str | None:
+        return self.files.owner(uuid)
+
+    def disk_path(
+        self, uuid: str, *, migration: str, part: base.Part = base.Part.DISK
+    ) -> pathlib.Path | None:
+        return None  # nothing is handed to another node yet

@@ -150,7 +150,8 @@ class KubeVirtDriver:
         spec: dict[str, Any] = {"runStrategy": strategy}
         if grace is not None:
             spec["template"] = {"spec": {"terminationGracePeriodSeconds": max(0, int(grace))}}
-        await self.objects.patch_namespaced_custom_object(
+        # The generated stub omits `_content_type`, which the call accepts (kube/objects.py).
+        await self.objects.patch_namespaced_custom_object(  # type: ignore[call-arg]
             GROUP, VERSION, namespace, "virtualmachines", name, {"spec": spec}, _content_type=MERGE
         )
 

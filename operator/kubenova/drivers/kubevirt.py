@@ -22,13 +22,13 @@ from typing import Any
 from kubernetes_asyncio import client
 
 from kubenova.drivers import base, layout, qcow2, vm
-from kubenova.kube.objects import MERGE
 from kubenova.scheduling.amounts import Amount
 
 DISK = "disk.img"
 KERNEL_IMAGE = "kubevirt-kernel-image"  # in an image's directory: the kernel's container image
 QEMU_UID = 107  # the launcher's qemu user, which opens the disk
 GROUP, VERSION = "kubevirt.io", "v1"
+MERGE = "application/merge-patch+json"
 INSTANCES = ("compute.kubenova.io", "v1alpha1", "instances")
 COLD_ONLY = (
     "the kubevirt driver resizes cold: KubeVirt hot-plugs only through a live migration, "
@@ -150,7 +150,7 @@ class KubeVirtDriver:
         spec: dict[str, Any] = {"runStrategy": strategy}
         if grace is not None:
             spec["template"] = {"spec": {"terminationGracePeriodSeconds": max(0, int(grace))}}
-        # The generated stub omits `_content_type`, which the call accepts (kube/objects.py).
+        # The generated stub omits `_content_type`, which the call accepts.
         await self.objects.patch_namespaced_custom_object(  # type: ignore[call-arg]
             GROUP, VERSION, namespace, "virtualmachines", name, {"spec": spec}, _content_type=MERGE
         )

@@ -1,0 +1,108 @@
+"""The KubeVirt driver's file steps (drivers/kubevirt.py), which touch no API: the revert
+point is a rename that survives a crash at any point, a cut-short copy is never taken for
+the disk, and another migration's revert point is never touched. Real files, real qemu-img."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import pathlib
+import uuid as uuids
+from collections.abc import Iterator
+
+import pytest
+from kubernetes_asyncio import client
+
+from kubenova.drivers import base, kubevirt, layout
+
+UUID = str(uuids.uuid4())
+MIG, OTHER = str(uuids.uuid4()), str(uuids.uuid4())
+
+
+@pytest.fixture
+def driver(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[kubevirt.KubeVirtDriver]:
+    monkeypatch.setattr(kubevirt.os, "chown", lambda *_: None)  # uid 107 need not exist here
+
+    async def make() -> tuple[client.ApiClient, kubevirt.KubeVirtDriver]:
+        api = client.ApiClient(client.Configuration())
+        files = tmp_path / "instances"
+        made = kubevirt.KubeVirtDriver(
+            api, node="n1", instances_path=files, images_path=tmp_path / "images"
+        )
+        return api, made
+
+    api, made = asyncio.run(make())
+    d = made.files.dir(UUID)
+    d.mkdir(parents=True)
+    made.files.set_owner(UUID, "ns/vm")
+    disk = d / kubevirt.DISK
+    with disk.open("wb") as f:
+        f.write(b"KUBENOVA-MARKER-original\n")
+        f.truncate(64 * 1024**2)
+    yield made
+    asyncio.run(api.close())
+
+
+def sha(path: pathlib.Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_set_aside_keeps_the_original_and_copies_it(driver: kubevirt.KubeVirtDriver) -> None:
+    original = sha(driver.files.dir(UUID) / kubevirt.DISK)
+    driver._set_aside(UUID, MIG)
+    driver._set_aside(UUID, MIG)  # again, as after a crash once it was done: nothing changes
+    assert sha(driver.files.aside(UUID) / kubevirt.DISK) == original
+    assert sha(driver.files.dir(UUID) / kubevirt.DISK) == original
+    assert driver.files.set_aside_for(UUID) == MIG
+    assert driver.files.owner(UUID) == "ns/vm"
+
+
+def test_a_crash_after_the_rename_resumes_with_the_copy(driver: kubevirt.KubeVirtDriver) -> None:
+    original = sha(driver.files.dir(UUID) / kubevirt.DISK)
+    d = driver.files.dir(UUID)
+    layout.write_marker(d / layout.SET_ASIDE_FOR, MIG)
+    d.rename(driver.files.aside(UUID))  # the crash: renamed, no new disk yet
+    part = driver.root / f"{UUID}.part"
+    part.mkdir()
+    (part / kubevirt.DISK).write_bytes(b"half a copy")  # and a copy cut short
+    driver._set_aside(UUID, MIG)
+    assert sha(driver.files.dir(UUID) / kubevirt.DISK) == original
+    assert sha(driver.files.aside(UUID) / kubevirt.DISK) == original
+    assert not part.exists()
+
+
+def test_another_migrations_revert_point_is_refused_untouched(
+    driver: kubevirt.KubeVirtDriver,
+) -> None:
+    driver._set_aside(UUID, OTHER)
+    kept = sha(driver.files.aside(UUID) / kubevirt.DISK)
+    with pytest.raises(base.DriverError, match=f"revert point of migration {OTHER}"):
+        driver._set_aside(UUID, MIG)
+    assert sha(driver.files.aside(UUID) / kubevirt.DISK) == kept
+    assert driver.files.set_aside_for(UUID) == OTHER
+
+
+def test_restore_brings_the_original_back_and_keeps_the_copy_in_quarantine(
+    driver: kubevirt.KubeVirtDriver,
+) -> None:
+    original = sha(driver.files.dir(UUID) / kubevirt.DISK)
+    driver._set_aside(UUID, MIG)
+    with (driver.files.dir(UUID) / kubevirt.DISK).open("r+b") as f:
+        f.write(b"KUBENOVA-MARKER-written-after-resize")
+    driver._restore(UUID)
+    assert sha(driver.files.dir(UUID) / kubevirt.DISK) == original
+    assert not driver.files.aside(UUID).exists()
+    assert driver.files.set_aside_for(UUID) is None
+    [kept] = (driver.root / layout.QUARANTINE).iterdir()
+    assert (kept / kubevirt.DISK).read_bytes().startswith(b"KUBENOVA-MARKER-written")
+
+
+def test_a_disk_never_shrinks(driver: kubevirt.KubeVirtDriver) -> None:
+    disk = driver.files.dir(UUID) / kubevirt.DISK
+    driver._grow(disk, 1)
+    assert disk.stat().st_size == 1024**3
+    with pytest.raises(base.DriverError, match="never shrink"):
+        driver._grow(disk, 0)
+    assert disk.stat().st_size == 1024**3

@@ -23,7 +23,8 @@ MIG, OTHER = str(uuids.uuid4()), str(uuids.uuid4())
 def driver(
     tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[kubevirt.KubeVirtDriver]:
-    monkeypatch.setattr(kubevirt.os, "chown", lambda *_: None)  # uid 107 need not exist here
+    # No chown to the launcher's uid 107: the files are this test's.
+    monkeypatch.setattr(kubevirt.KubeVirtDriver, "_owned", lambda *_: None)
 
     async def make() -> tuple[client.ApiClient, kubevirt.KubeVirtDriver]:
         api = client.ApiClient(client.Configuration())

@@ -155,9 +155,3 @@ def test_same_host_resize_revert_then_confirm_on_kubevirt(
     assert not (DISKS / f"{uuid}_resize").exists()
     info = run(kind_cluster, lambda d: d.get_info(uuid))
     assert (info.power, info.vcpus, info.memory_mib) == ("Running", 2, 512)
-
-
-def test_a_live_resize_is_refused_with_the_reason(kind_cluster: pathlib.Path) -> None:
-    uuid = str(uuids.uuid4())
-    with pytest.raises(base.DriverError, match="resizes cold"):
-        run(kind_cluster, lambda d: d.resize_live(_guest(uuid, BIGGER), migration=MIG))

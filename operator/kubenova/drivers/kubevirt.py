@@ -26,6 +26,7 @@ from kubenova.scheduling.amounts import Amount
 
 DISK = "disk.img"
 KERNEL_IMAGE = "kubevirt-kernel-image"  # in an image's directory: the kernel's container image
+GRACE_SECONDS = 30  # the VM's grace period until a stop sets the Instance's own
 QEMU_UID = 107  # the launcher's qemu user, which opens the disk
 GROUP, VERSION = "kubevirt.io", "v1"
 MERGE = "application/merge-patch+json"
@@ -112,9 +113,9 @@ class KubeVirtDriver:
         found = layout.read_marker(self.images / image / KERNEL_IMAGE)
         return vm.Boot(image=found) if found else None
 
-    async def _apply(self, guest: base.Guest, *, running: bool, grace: float = 30.0) -> None:
+    async def _apply(self, guest: base.Guest, *, running: bool) -> None:
         """The VM as `guest` says, created or replaced whole (only ever while it is stopped,
-        or to start it)."""
+        or to start it). A stop sets its own grace period (`_stop`)."""
         namespace, name = self._where(guest.uuid)
         owner = await self.objects.get_namespaced_custom_object(
             *INSTANCES[:2], namespace, INSTANCES[2], name
@@ -130,7 +131,7 @@ class KubeVirtDriver:
                 memory_mib=guest.flavor.memory_mib,
                 disk=self.on_node.dir(guest.uuid) / DISK,
                 running=running,
-                grace_seconds=max(0, int(grace)),
+                grace_seconds=GRACE_SECONDS,
                 boot=self._boot(guest.image),
             )
         )
@@ -157,6 +158,9 @@ class KubeVirtDriver:
 
     async def _start(self, uuid: str) -> None:
         await self._run_strategy(uuid, "Always")
+        await self._wait_running(uuid)
+
+    async def _wait_running(self, uuid: str) -> None:
         await self._wait(uuid, self._running_here, f"not running on {self.node}")
 
     async def _stop(self, uuid: str, timeout: float) -> None:
@@ -207,11 +211,13 @@ class KubeVirtDriver:
         if not (self.images / guest.image).is_dir():
             raise base.DriverError(f"image {guest.image} not found on {self.node}")
         await asyncio.to_thread(self._make_disk, guest)
-        current = await self._get("virtualmachines", guest.uuid)
-        if current is None:
-            await self._apply(guest, running=guest.power_on)
+        if await self._get("virtualmachines", guest.uuid) is not None:
+            if guest.power_on:
+                await self._start(guest.uuid)  # spawned before: only started here
+            return
+        await self._apply(guest, running=guest.power_on)
         if guest.power_on:
-            await self._start(guest.uuid)
+            await self._wait_running(guest.uuid)
 
     async def power_off(self, uuid: str, timeout: float) -> None:
         await self._stop(uuid, timeout)
@@ -276,7 +282,7 @@ class KubeVirtDriver:
         )
         await self._apply(guest, running=guest.power_on)
         if guest.power_on:
-            await self._start(guest.uuid)
+            await self._wait_running(guest.uuid)
 
     async def confirm_migration(self, uuid: str, *, migration: str, same_host: bool) -> None:
         if not same_host:
@@ -304,7 +310,7 @@ class KubeVirtDriver:
             await asyncio.to_thread(self._restore, uuid)
         await self._apply(guest, running=guest.power_on)
         if guest.power_on:
-            await self._start(uuid)
+            await self._wait_running(uuid)
 
     def _restore(self, uuid: str) -> None:
         """The copy goes, the revert point is `<uuid>` again (a rename), its marker last."""

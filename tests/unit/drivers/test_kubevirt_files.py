@@ -1,6 +1,7 @@
-"""The KubeVirt driver's file steps (drivers/kubevirt.py), which touch no API: the revert
-point is a rename that survives a crash at any point, a cut-short copy is never taken for
-the disk, and another migration's revert point is never touched. Real files, real qemu-img."""
+"""The KubeVirt driver's steps that touch no API (drivers/kubevirt.py): the revert point is
+a rename that survives a crash at any point, a cut-short copy is never taken for the disk,
+another migration's revert point is never touched, confirm drops it only once a new disk
+stands; a live resize is refused. Real files, real qemu-img."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 from kubernetes_asyncio import client
 
 from kubenova.drivers import base, kubevirt, layout
+from kubenova.scheduling.amounts import Amount
 
 UUID = str(uuids.uuid4())
 MIG, OTHER = str(uuids.uuid4()), str(uuids.uuid4())
@@ -107,3 +109,31 @@ def test_a_disk_never_shrinks(driver: kubevirt.KubeVirtDriver) -> None:
     with pytest.raises(base.DriverError, match="never shrink"):
         driver._grow(disk, 0)
     assert disk.stat().st_size == 1024**3
+
+
+def confirm(driver: kubevirt.KubeVirtDriver, mig: str) -> None:
+    asyncio.run(driver.confirm_migration(UUID, migration=mig, same_host=True))
+
+
+def test_confirm_drops_only_its_own_revert_point_and_only_with_a_new_disk(
+    driver: kubevirt.KubeVirtDriver,
+) -> None:
+    driver._set_aside(UUID, MIG)
+    kept = sha(driver.files.aside(UUID) / kubevirt.DISK)
+    with pytest.raises(base.DriverError, match=f"migration {MIG}'s"):
+        confirm(driver, OTHER)  # a stale confirm of another migration
+    (driver.files.dir(UUID) / kubevirt.DISK).unlink()  # the new disk lost
+    with pytest.raises(base.DriverError, match="the revert point is kept"):
+        confirm(driver, MIG)
+    assert sha(driver.files.aside(UUID) / kubevirt.DISK) == kept
+    (driver.files.dir(UUID) / kubevirt.DISK).write_bytes(b"a new disk")
+    confirm(driver, MIG)
+    confirm(driver, MIG)  # idempotent
+    assert not driver.files.aside(UUID).exists()
+    assert (driver.files.dir(UUID) / kubevirt.DISK).exists()
+
+
+def test_a_live_resize_is_refused_with_the_reason(driver: kubevirt.KubeVirtDriver) -> None:
+    guest = base.Guest(uuid=UUID, flavor=Amount(2, 512, 2), image="cirros", power_on=True)
+    with pytest.raises(base.DriverError, match="resizes cold"):
+        asyncio.run(driver.resize_live(guest, migration=MIG))

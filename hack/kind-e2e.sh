@@ -105,8 +105,16 @@ stage install install
 # ~/.cache/kubenova (hack/kubevirt/NOTES.md), installed by its operator; and the test guest
 # as the container image KubeVirt boots its kernel from. KUBENOVA_KUBEVIRT=0: neither.
 kubevirt() {
+  local kernel node
   bash hack/kubevirt/install.sh >/dev/null
-  "$KIND" load docker-image --name "$KUBENOVA_KIND_CLUSTER" "$(bash hack/kubevirt/guest-image.sh)" >&2
+  kernel="$(bash hack/kubevirt/guest-image.sh)"
+  "$KIND" load docker-image --name "$KUBENOVA_KIND_CLUSTER" "$kernel" >&2
+  # The image `cirros` names it for the kubevirt driver (drivers/kubevirt.py KERNEL_IMAGE),
+  # beside its disk in every worker's imagesPath (hack/kind/cluster.sh put it there).
+  for node in $("$KIND" get nodes --name "$KUBENOVA_KIND_CLUSTER"); do
+    [[ "$node" == *control-plane ]] && continue
+    echo "$kernel" | docker exec -i "$node" tee /var/lib/kubenova/images/cirros/kubevirt-kernel-image >/dev/null
+  done
 }
 [[ "${KUBENOVA_KUBEVIRT:-1}" == 0 ]] || stage kubevirt kubevirt
 echo "$TAG" >"$STATE/image-tag"

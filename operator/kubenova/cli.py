@@ -85,14 +85,16 @@ def _parser() -> argparse.ArgumentParser:
     _observability_flags(agent)
     agent.add_argument("--kubeconfig")
     agent.add_argument("--node", help="node name (default: $NODE_NAME)")
-    agent.add_argument("--driver", choices=["fake", "libvirt"])
+    agent.add_argument("--driver", choices=["fake", "libvirt", "kubevirt"])
     agent.add_argument(
         "--capacity",
         type=settings_mod.parse_capacity,
         help="vcpus=N,memoryMiB=N,diskGiB=N (fake driver)",
     )
-    agent.add_argument("--instances-path", help="libvirt driver: where instance disks live")
-    agent.add_argument("--images-path", help="libvirt driver: where images named by spec.image are")
+    agent.add_argument("--instances-path", help="libvirt, kubevirt: where instance disks live")
+    agent.add_argument(
+        "--images-path", help="libvirt, kubevirt: where images named by spec.image are"
+    )
     agent.add_argument("--virt-type", choices=["kvm", "qemu"], help="libvirt: kvm or qemu (TCG)")
     agent.add_argument("--libvirt-uri", help="libvirt driver: connection URI")
     agent.add_argument(

@@ -175,3 +175,36 @@ def test_a_move_between_nodes_that_share_instances_path_is_refused_and_loses_not
     back = guest.boots(env, "node-a", uuid, 2)
     assert (back.marker, back.boots) == (guest.MARKER, 2)  # the original, restarted in place
     assert not (env.instances_path("node-a") / ".quarantine").exists()  # nothing moved aside
+
+
+def test_a_guest_deleted_outside_kubenova_is_said_and_defined_again_from_its_disk(
+    env: Env, image: pathlib.Path
+) -> None:
+    """virsh destroy + undefine behind kubenova's back: the disk is still the node's. The
+    instance says the guest is missing (Ready=False, a Warning), the agent defines it
+    again from that disk, and the guest boots its own data: the image's marker and its
+    boot counter, which lives on the disk, at 2 (a disk made from the image would say 1)."""
+    uuid = guest.booted(env, image, "--resync-seconds=2")
+    virsh = ["virsh", "-c", "qemu:///system"]
+    # Undefined while it runs (it turns transient), then stopped: gone in one step, as a
+    # deleted VirtualMachine is (a stop first would be a guest that stopped by itself).
+    subprocess.run([*virsh, "undefine", uuid], check=True, capture_output=True)
+    subprocess.run([*virsh, "destroy", uuid], check=True, capture_output=True)
+
+    env.wait_for(
+        lambda: any(e[1] == "GuestMissing" for e in env.events("vm")),
+        timeout=60,
+        what="a GuestMissing event",
+    )
+    back = guest.boots(env, "node-a", uuid, 2)
+    assert (back.marker, back.boots, back.disk_sectors) == (
+        guest.MARKER,
+        2,
+        guest.SECTORS_PER_GIB,
+    ), back
+    inst = env.wait_phase("vm", "ACTIVE", timeout=60)
+    ready = next(c for c in inst["status"]["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("True", "Running")
+    assert inst["spec"]["powerState"] == "Running"
+    assert any(e[1] == "GuestRedefined" for e in env.events("vm"))
+    assert not inst["status"]["host"].get("missing")

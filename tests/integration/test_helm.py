@@ -155,7 +155,10 @@ def test_chart_sends_the_webhook_what_the_managed_controller_sends() -> None:
         assert chart[field] == managed[field], field
 
 
-@pytest.mark.parametrize("values", [{}, {"agent.driver": "fake"}, {"agent.transferPort": "0"}])
+@pytest.mark.parametrize(
+    "values",
+    [{}, {"agent.driver": "fake"}, {"agent.driver": "kubevirt"}, {"agent.transferPort": "0"}],
+)
 def test_lint_passes(values: dict[str, str]) -> None:
     result = helm.Helm().run("lint", "--strict", str(helm.CHART), *helm.sets(values))
     assert result.ok, result.stdout + result.stderr
@@ -165,7 +168,7 @@ def test_lint_passes(values: dict[str, str]) -> None:
     ("values", "field", "why"),
     [
         ({"controller.weigher": "fastest"}, "/controller/weigher", "one of 'spread', 'pack'"),
-        ({"agent.driver": "kubevirt"}, "/agent/driver", "one of 'fake', 'libvirt'"),
+        ({"agent.driver": "xen"}, "/agent/driver", "one of 'fake', 'libvirt', 'kubevirt'"),
         ({"controller.replicas": "0"}, "/controller/replicas", "minimum"),
         ({"agent.cpuAllocationRatio": "-1"}, "/agent/cpuAllocationRatio", "exclusiveMinimum"),
         ({"controller.resizeConfirmWindowSeconds": "soon"}, "/controller/resizeConfirm", "number"),
@@ -186,8 +189,8 @@ def test_values_outside_the_schema_are_refused(
 
 @pytest.mark.parametrize(
     "values",
-    [{}, {"agent.driver": "fake", "crds.keep": "false"}],
-    ids=["default", "fake-driver"],
+    [{}, {"agent.driver": "fake", "crds.keep": "false"}, {"agent.driver": "kubevirt"}],
+    ids=["default", "fake-driver", "kubevirt-driver"],
 )
 def test_rendered_chart_is_accepted_by_the_api_server(
     plane: controlplane.ControlPlane, values: dict[str, str]
@@ -416,6 +419,21 @@ def test_every_value_reaches_its_setting() -> None:
     )
     assert (fake.driver, fake.fake_latency_seconds) == ("fake", 0.5)
     assert (fake.capacity.vcpus, fake.capacity.memory_mib, fake.capacity.disk_gib) == (4, 2048, 20)
+    kubevirt = helm.Helm().template(
+        {"agent.driver": "kubevirt", "agent.instancesPath": "/srv/vms", "agent.imagesPath": "/i"}
+    )
+    on_node = settings.agent_from_env(_container_env(kubevirt, "DaemonSet"))
+    assert (on_node.driver, on_node.instances_path, on_node.images_path) == (
+        "kubevirt",
+        "/srv/vms",
+        "/i",
+    )
+    agent = next(d for d in kubevirt if d["kind"] == "DaemonSet")["spec"]["template"]["spec"]
+    mounts = {m["name"]: m["mountPath"] for m in agent["containers"][0]["volumeMounts"]}
+    paths = {v["name"]: v.get("hostPath", {}).get("path") for v in agent["volumes"]}
+    # The same path in the pod and on the node: the VirtualMachine's hostDisk names it.
+    assert mounts["instances"] == paths["instances"] == "/srv/vms"
+    assert "libvirt-socket" not in mounts
 
 
 def test_webhook_is_called_only_when_the_flavor_is_set_or_changed(

@@ -12,6 +12,7 @@ import ssl
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import yaml
@@ -232,7 +233,7 @@ def test_resize_and_migrate_run_with_only_the_chart_permissions(tmp_path: pathli
         assert not denied, env.logs()
 
 
-@pytest.mark.parametrize("values", [{}, {"agent.driver": "fake"}])
+@pytest.mark.parametrize("values", [{}, {"agent.driver": "fake"}, {"agent.driver": "kubevirt"}])
 def test_no_wildcards(values: dict[str, str]) -> None:
     roles = [d for d in helm.Helm().template(values) if d["kind"] in ("Role", "ClusterRole")]
     assert roles
@@ -240,3 +241,33 @@ def test_no_wildcards(values: dict[str, str]) -> None:
         for rule in role["rules"]:
             for key in ("apiGroups", "resources", "verbs", "resourceNames"):
                 assert "*" not in rule.get(key, []), (role["metadata"]["name"], rule)
+
+
+def _agent_rules(values: dict[str, str]) -> list[dict[str, Any]]:
+    roles = [d for d in helm.Helm().template(values) if d["kind"] == "ClusterRole"]
+    agent = next(r for r in roles if r["metadata"]["name"].endswith("-agent"))
+    return agent["rules"]  # type: ignore[no-any-return]
+
+
+def test_only_a_kubevirt_agent_may_touch_virtual_machines() -> None:
+    """The kubevirt driver's agent makes, starts, stops and deletes its guests' VMs and
+    reads VMIs and its Node; no other agent may, and none reads Secrets or pods."""
+    granted = {
+        (group, resource): set(rule["verbs"])
+        for rule in _agent_rules({"agent.driver": "kubevirt"})
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+    }
+    assert granted[("kubevirt.io", "virtualmachines")] == {
+        "get",
+        "create",
+        "update",
+        "patch",
+        "delete",
+    }
+    assert granted[("kubevirt.io", "virtualmachineinstances")] == {"get"}
+    assert granted[("", "nodes")] == {"get"}
+    assert ("", "secrets") not in granted
+    assert ("", "pods") not in granted
+    for rule in _agent_rules({}):
+        assert "kubevirt.io" not in rule["apiGroups"], rule

@@ -13,15 +13,17 @@ import json
 import pathlib
 import resource
 
+from kubernetes_asyncio import client as kube_client
+
 from kubenova import settings as settings_mod
 from kubenova.agent import node
-from kubenova.drivers import base, fake
+from kubenova.drivers import base, fake, kubevirt
 from kubenova.kube import client
 from kubenova.observability import driver as timed_driver
 from kubenova.observability import probes
 
 
-def make_driver(cfg: settings_mod.Agent) -> base.Driver:
+def make_driver(cfg: settings_mod.Agent, api: kube_client.ApiClient) -> base.Driver:
     if cfg.driver == "fake":
         return fake.FakeDriver(
             cfg.capacity,
@@ -40,7 +42,16 @@ def make_driver(cfg: settings_mod.Agent) -> base.Driver:
             hotplug_ratio=cfg.hotplug_ratio,
             domain_prefix=cfg.libvirt_domain_prefix,
         )
-    raise ValueError(f"unknown driver {cfg.driver!r}: use fake or libvirt")
+    if cfg.driver == "kubevirt":
+        # The agent's pod mounts the node's instancesPath at the same path, which is what
+        # the VirtualMachines' hostDisks name.
+        return kubevirt.KubeVirtDriver(
+            api,
+            node=cfg.node,
+            instances_path=pathlib.Path(cfg.instances_path),
+            images_path=pathlib.Path(cfg.images_path),
+        )
+    raise ValueError(f"unknown driver {cfg.driver!r}: use fake, libvirt or kubevirt")
 
 
 STATS_EVERY_SECONDS = 2.0
@@ -62,7 +73,7 @@ async def run(cfg: settings_mod.Agent) -> None:
     nodes = []
     for name in names:
         ncfg = dataclasses.replace(cfg, node=name)
-        nodes.append(node.Node(api, ncfg, timed_driver.Timed(make_driver(ncfg))))
+        nodes.append(node.Node(api, ncfg, timed_driver.Timed(make_driver(ncfg, api))))
     probes.HEALTH.ready_when(
         "informers synced",
         lambda: all(inf.synced.is_set() for n in nodes for inf in (*n.instances, *n.migrations)),

@@ -518,6 +518,11 @@ async def _act(node: Node, obs: duties.Observed) -> None:
         running = inst.spec.power_state is instance.PowerState.RUNNING
         await node.driver.spawn(_guest(inst, inst.status.flavor, uuid, running))
         faults.point("agent", "spawned")
+    elif what is duties.Act.REDEFINE:
+        assert inst.status.flavor is not None
+        running = inst.spec.power_state is instance.PowerState.RUNNING
+        guest = _guest(inst, inst.status.flavor, uuid, running)
+        await node.driver.spawn(dataclasses.replace(guest, redefine=True))
     elif what is duties.Act.POWER_ON:
         await node.driver.power_on(uuid)
     elif what is duties.Act.POWER_OFF:
@@ -527,8 +532,11 @@ async def _act(node: Node, obs: duties.Observed) -> None:
 async def _report(node: Node, inst: instance.Instance) -> None:
     """Write status.host when what the hypervisor runs differs from what it says."""
     info = await node.driver.get_info(_uuid(inst))
+    missing = info is None
     if info is None:
-        return
+        if not _guest_missing(node, inst):
+            return
+        info = base.GuestInfo(base.Power.STOPPED, 0, 0, 0)  # nothing runs, nothing defined
     report = {
         "node": node.name,
         "powerState": info.power.value,
@@ -537,6 +545,7 @@ async def _report(node: Node, inst: instance.Instance) -> None:
         "diskGiB": info.disk_gib,
         "maxVcpus": info.max_vcpus,
         "maxMemoryMiB": info.max_memory_mib,
+        "missing": missing,
     }
     current = inst.status.host
     same = (
@@ -549,6 +558,7 @@ async def _report(node: Node, inst: instance.Instance) -> None:
             "diskGiB": current.disk_gib,
             "maxVcpus": current.max_vcpus,
             "maxMemoryMiB": current.max_memory_mib,
+            "missing": current.missing,
         }
         == report
     )
@@ -575,6 +585,17 @@ async def _report(node: Node, inst: instance.Instance) -> None:
         status=True,
     )
     node.remember(body)
+
+
+def _guest_missing(node: Node, inst: instance.Instance) -> bool:
+    """The hypervisor has no guest, yet this node keeps the instance's files, and nothing is
+    in progress that makes or moves the guest: it was deleted outside kubenova."""
+    st = inst.status
+    return (
+        st.phase in (instance.Phase.ACTIVE, instance.Phase.SHUTOFF)
+        and not st.task_state
+        and node.driver.owner(_uuid(inst)) is not None
+    )
 
 
 async def _release(node: Node, inst: instance.Instance) -> None:

@@ -150,6 +150,15 @@ class HostStatus(common.Model):
         ge=0,
         description="Memory (MiB) the running guest can grow to without a reboot (0: none).",
     )
+    missing: bool = pydantic.Field(
+        default=False,
+        description=(
+            "The node keeps the instance's disk but its hypervisor has no guest for it: the "
+            "domain or VirtualMachine was deleted outside kubenova. The controller says so "
+            "(Ready=False, GuestMissing) and the agent defines the guest again from that "
+            "disk, never from the image."
+        ),
+    )
     observed_at: datetime.datetime = pydantic.Field(
         description="When the agent looked (its node's clock: for people, never compared)."
     )

@@ -53,6 +53,12 @@ class ConditionType(enum.StrEnum):
     NODE_DOWN = "NodeDown"  # a node the instance waits for is down (names it, and since when)
 
 
+# Ready=False while the node keeps an instance's disk but its hypervisor has no guest (the
+# domain or VirtualMachine deleted outside kubenova): the controller's word to the node's
+# agent that it may define the guest again from that disk.
+GUEST_MISSING = "GuestMissing"
+
+
 class ConditionStatus(enum.StrEnum):
     TRUE = "True"
     FALSE = "False"

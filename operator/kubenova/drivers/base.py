@@ -34,6 +34,9 @@ class Guest:
     image: str
     power_on: bool
     name: str = ""  # namespace/name, for logs and the domain's description only
+    # Define the guest again from the disk this node kept (it was deleted outside kubenova):
+    # a spawn that finds no disk fails rather than make a fresh one from the image.
+    redefine: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +59,13 @@ class Reverted:
 
 class DriverError(Exception):
     """A step failed; the message is shown to the user on the Migration and the Instance."""
+
+
+def no_disk_to_redefine(uuid: str, where: object) -> str:
+    return (
+        f"instance {uuid}: its guest was deleted outside kubenova and no disk is left in "
+        f"{where} to define it again from; nothing is made from the image in its place"
+    )
 
 
 class RetryLaterError(Exception):

@@ -114,6 +114,8 @@ class FakeDriver:
     async def spawn(self, guest: base.Guest) -> None:
         await self._step("spawn")
         if guest.uuid not in self.guests:
+            if guest.redefine:
+                raise base.DriverError(base.no_disk_to_redefine(guest.uuid, "memory"))
             power = base.Power.RUNNING if guest.power_on else base.Power.STOPPED
             self.guests[guest.uuid] = _Guest(current=_Disk.of(guest), power=power, owner=guest.name)
             self._save()

@@ -207,6 +207,8 @@ class KubeVirtDriver:
         return Amount(_cpus(allocatable["cpu"]), vm.mebibytes(allocatable["memory"]), int(disk))
 
     async def spawn(self, guest: base.Guest) -> None:
+        if guest.redefine and not (self.files.dir(guest.uuid) / DISK).exists():
+            raise base.DriverError(base.no_disk_to_redefine(guest.uuid, self.root))
         self.files.set_owner(guest.uuid, guest.name)
         if not (self.images / guest.image).is_dir():
             raise base.DriverError(f"image {guest.image} not found on {self.node}")

@@ -229,6 +229,8 @@ class LibvirtDriver:
 
     def _spawn(self, guest: base.Guest) -> None:
         d = self.files.dir(guest.uuid)
+        if guest.redefine and not (d / DISK).exists():
+            raise base.DriverError(base.no_disk_to_redefine(guest.uuid, self.files.root))
         d.mkdir(parents=True, exist_ok=True)
         self.files.set_owner(guest.uuid, guest.name)
         disk = d / DISK

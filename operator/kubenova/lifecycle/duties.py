@@ -11,8 +11,8 @@ import dataclasses
 import datetime
 import enum
 
-from kubenova.api import instance, migration
-from kubenova.lifecycle import stages
+from kubenova.api import instance, migration, names
+from kubenova.lifecycle import conditions, stages
 
 Phase = instance.Phase
 Power = instance.PowerState
@@ -44,6 +44,9 @@ class Act(enum.StrEnum):
     SPAWN = "spawn"
     POWER_ON = "power-on"
     POWER_OFF = "power-off"
+    # The guest was deleted outside kubenova and the controller has said so: define it
+    # again from the disk the node kept (never from the image).
+    REDEFINE = "redefine"
     RELEASE = "release"  # the Instance is being deleted: remove everything held for it
 
 
@@ -135,8 +138,12 @@ def act(obs: Observed) -> Act:
     st, guest = inst.status, obs.guest
     if st.phase is Phase.BUILD and guest is None and st.flavor is not None:
         return Act.SPAWN
-    if guest is None or st.phase not in (Phase.ACTIVE, Phase.SHUTOFF):
+    if st.phase not in (Phase.ACTIVE, Phase.SHUTOFF):
         return Act.NONE
+    if guest is None:
+        ready = conditions.find(st.conditions, names.ConditionType.READY)
+        missing = ready is not None and ready.reason == names.GUEST_MISSING
+        return Act.REDEFINE if missing and not st.task_state else Act.NONE
     wanted = inst.spec.power_state
     # Powered on only from SHUTOFF: a guest that stopped by itself while ACTIVE is reported,
     # and the controller stops the instance (Nova's power sync); never restarted here.

@@ -166,18 +166,7 @@ def _steady(obs: Observed, placement: scheduler.Decision | None) -> plan.Plan:
             settle_power(d, host.power_state)
         return d.plan()
 
-    if _stopped_by_itself(inst):
-        # Nova's power-state sync: a guest that shut down or crashed by itself is not
-        # restarted behind the user's back; the instance is stopped, as Nova's stop API
-        # would do, and starts again when the user sets spec.powerState back to Running.
-        d.set_power(instance.PowerState.STOPPED)
-        settle_power(d, instance.PowerState.STOPPED)
-        d.event(
-            Warn,
-            "StoppedByGuest",
-            f"the guest on {st.node} stopped by itself (shut down from inside, or crashed): "
-            "spec.powerState is now Stopped; set it to Running to start it again",
-        )
+    if _drifted(inst, d):
         return d.plan()
     desired = inst.spec.power_state
     settled = host is not None and host.power_state is desired
@@ -190,7 +179,7 @@ def _steady(obs: Observed, placement: scheduler.Decision | None) -> plan.Plan:
         d.phase(st.phase or Phase.ACTIVE, task)
         return d.plan()
     assert host is not None
-    settle_power(d, host.power_state)
+    _settle(inst, d, host)
 
     target = inst.metadata.annotations.get(names.ANNOTATION_MIGRATE)
     if target is not None:
@@ -230,6 +219,45 @@ def _live_case(obs: Observed, new: common.FlavorSnapshot, is_migrate: bool) -> l
         new=new,
         host=st.node_report(),
     )
+
+
+def _settle(inst: instance.Instance, d: Draft, host: instance.HostStatus) -> None:
+    ready = conditions.find(inst.status.conditions, C.READY.value)
+    if ready is not None and ready.reason == names.GUEST_MISSING:
+        where = inst.status.node
+        d.event(Info, "GuestRedefined", f"the guest is defined again on {where} from its disk")
+    settle_power(d, host.power_state)
+
+
+def _drifted(inst: instance.Instance, d: Draft) -> bool:
+    """The guest changed outside kubenova: deleted (its disk kept), or stopped by itself.
+    Recorded on `d`; True when that is all this reconcile does."""
+    st, host = inst.status, inst.status.node_report()
+    if host is not None and host.missing and not st.task_state:
+        # Deleted outside kubenova (virsh undefine, kubectl delete vm): the disk is still on
+        # the node. This condition is the agent's cue to define the guest again from it.
+        message = (
+            f"the guest on {st.node} was deleted outside kubenova (its domain or "
+            "VirtualMachine is gone); its disk is kept there and the node's agent defines "
+            "the guest again from it"
+        )
+        if d.condition(C.READY, S.FALSE, names.GUEST_MISSING, message):
+            d.event(Warn, names.GUEST_MISSING, message)
+        return True
+    if _stopped_by_itself(inst):
+        # Nova's power-state sync: a guest that shut down or crashed by itself is not
+        # restarted behind the user's back; the instance is stopped, as Nova's stop API
+        # would do, and starts again when the user sets spec.powerState back to Running.
+        d.set_power(instance.PowerState.STOPPED)
+        settle_power(d, instance.PowerState.STOPPED)
+        d.event(
+            Warn,
+            "StoppedByGuest",
+            f"the guest on {st.node} stopped by itself (shut down from inside, or crashed): "
+            "spec.powerState is now Stopped; set it to Running to start it again",
+        )
+        return True
+    return False
 
 
 def _stopped_by_itself(inst: instance.Instance) -> bool:

@@ -8,6 +8,7 @@ and that the original survives until confirm.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import pathlib
 import uuid as uuids
@@ -322,3 +323,12 @@ def test_a_live_overlay_of_another_migration_is_never_confirmed_or_dropped(
     got = info(driver)
     assert got is not None
     assert got.disk_gib == 2
+
+
+def test_a_redefine_without_the_disk_makes_nothing_from_the_image(driver: base.Driver) -> None:
+    """The guest was deleted outside kubenova and its disk is gone too: defining it again
+    must fail loudly, never boot a fresh disk from the image as if it were the guest's."""
+    with pytest.raises(base.DriverError, match="no disk is left"):
+        run(driver.spawn(dataclasses.replace(guest(), redefine=True)))
+    assert run(driver.get_info(UUID)) is None
+    assert UUID not in run(driver.list_guests())

@@ -6,7 +6,7 @@ import datetime
 
 import pytest
 
-from kubenova.api import common, instance, migration
+from kubenova.api import common, instance, migration, names
 from kubenova.lifecycle import duties, stages
 from tests import models as m
 
@@ -131,6 +131,39 @@ def test_power_and_spawn(
 ) -> None:
     inst = m.inst(status=m.active(phase=phase), power=wanted)
     assert duties.act(observed("node-a", inst, guest=guest)) is expected
+
+
+def _said_missing(**extra: object) -> dict[str, object]:
+    ready = {
+        "type": "Ready",
+        "status": "False",
+        "reason": names.GUEST_MISSING,
+        "message": "deleted outside kubenova",
+        "lastTransitionTime": m.T0.isoformat(),
+    }
+    return m.active(conditions=[ready], **extra)
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        (m.active(), duties.Act.NONE),  # the node's report first: the controller decides
+        (_said_missing(), duties.Act.REDEFINE),
+        (_said_missing(phase="SHUTOFF"), duties.Act.REDEFINE),
+        (_said_missing(taskState="powering_on"), duties.Act.NONE),
+        (_said_missing(node="node-b"), duties.Act.NONE),  # another node's instance
+    ],
+    ids=["not-said-yet", "said", "said-shutoff", "a-task-runs", "not-this-node"],
+)
+def test_a_deleted_guest_is_defined_again_only_once_the_controller_said_so(
+    status: dict[str, object], expected: duties.Act
+) -> None:
+    assert duties.act(observed("node-a", m.inst(status=status), guest=None)) is expected
+
+
+def test_a_deleted_guest_is_not_redefined_while_a_migration_runs() -> None:
+    obs = observed("node-a", m.inst(status=_said_missing()), m.mig("migrating"), guest=None)
+    assert duties.act(obs) is duties.Act.NONE
 
 
 def test_no_power_action_while_a_migration_runs() -> None:

@@ -12,7 +12,7 @@ from kubenova.api import names
 from kubenova.lifecycle import instance as lc
 from kubenova.lifecycle import plan
 from tests import models as m
-from tests.unit.lifecycle.test_instance import PLACED_B, obs, reasons, verifying
+from tests.unit.lifecycle.test_instance import PLACED_B, applied, obs, reasons, verifying
 
 P = lc.moving.MPhase
 CONFIRM = {names.ANNOTATION_RESIZE: "confirm"}
@@ -216,3 +216,43 @@ def test_a_resize_that_waited_for_a_host_is_not_failing_once_its_migration_runs(
         "Scheduled",
         "scheduled to node-b",
     )
+
+
+def _missing(*, flavor: str = "m1.tiny", ready: dict[str, str] | None = None) -> Any:
+    report = {**m.host(power="Stopped", at=at(30)), "node": "node-a", "missing": True}
+    status = m.active(host=report, conditions=[ready or _ready_since(m.T0)])
+    return m.inst(status=status, labels={names.LABEL_NODE: "node-a"}, flavor=flavor)
+
+
+def test_a_guest_deleted_outside_kubenova_is_reported_not_taken_for_stopped() -> None:
+    """kubectl delete vm, virsh undefine: the node kept the disk and says the guest is
+    missing. The instance says so (Ready=False, GuestMissing, and a Warning) and stays
+    as the user wanted it: not stopped, no resize started on a guest that is not there."""
+    p = lc.decide(obs(_missing(flavor="m1.small")))
+    assert p.main is None  # spec.powerState untouched: not "stopped by itself"
+    assert p.status is not None
+    ready = next(c for c in p.status["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", names.GUEST_MISSING)
+    assert "its disk is kept" in ready["message"]
+    assert reasons(p) == [names.GUEST_MISSING]
+    assert p.need_placement is None
+    assert "migrationRef" not in p.status or p.status["migrationRef"] is None
+
+
+def test_the_guest_missing_warning_is_posted_once() -> None:
+    first = lc.decide(obs(_missing()))
+    again = lc.decide(obs(applied(_missing(), first)))
+    assert reasons(again) == []
+    assert not again.writes
+
+
+def test_a_guest_defined_again_makes_the_instance_ready() -> None:
+    said = {"type": "Ready", "status": "False", "reason": names.GUEST_MISSING,
+            "message": "x", "lastTransitionTime": m.T0.isoformat()}  # fmt: skip
+    back = {**m.host(at=at(60)), "node": "node-a"}
+    i = m.inst(status=m.active(host=back, conditions=[said]), labels={names.LABEL_NODE: "node-a"})
+    p = lc.decide(obs(i))
+    assert p.status is not None
+    ready = next(c for c in p.status["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("True", "Running")
+    assert reasons(p) == ["GuestRedefined"]

@@ -1,0 +1,201 @@
+"""Instances on KubeVirt, driven the way a user drives them: the chart's agents switched to
+`agent.driver=kubevirt` (helm upgrade), kubectl on Instances and annotations, and what
+KubeVirt itself shows (`kubectl get vmi`) and the guest reports on its serial console.
+
+The release runs one driver on every node (docs/kubevirt.md); this module switches it to
+kubevirt for its tests, on the worker that kind mounts the KubeVirt disk directory into,
+and back to libvirt afterwards. Nova's same-host resize: VERIFY_RESIZE shows the new sizes
+in the VMI and in the guest, confirm drops the revert point, a second resize is reverted
+to the first's flavor with the guest's disk as it was (its own boot counter proves it).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests import helm, kube
+from tests.e2e import guest
+from tests.kind import cluster
+
+pytestmark = cluster.MARKS
+
+NODE = cluster.KUBEVIRT_NODE
+DISKS = kube.REPO / ".kubenova" / "kind" / "kubevirt" / "worker1"  # NODE's, as kind mounts it
+ON_NODE = "/var/lib/kubenova/kubevirt"  # the chart's agent.instancesPath for this module
+PLACE = "kubenova-e2e/kubevirt"  # a Hypervisor label the Instances' nodeSelector names
+NAME = "kv-guest"
+FLAVORS = {"kv.small": (1, 256, 1), "kv.medium": (2, 512, 2), "kv.large": (2, 768, 3)}
+GIB = guest.SECTORS_PER_GIB
+
+
+def _upgrade(kubectl: kube.Kubectl, *sets: str) -> None:
+    before = {p["metadata"]["name"] for p in cluster.pods(kubectl, cluster.AGENT)}
+    args = [f"--set={s}" for s in sets]
+    upgrade = helm.Helm(kubectl.kubeconfig).run(
+        "upgrade", helm.RELEASE, str(helm.CHART), "-n", helm.NAMESPACE, "--reuse-values",
+        *args, "--wait", "--timeout", "5m", timeout=400,
+    )  # fmt: skip
+    assert upgrade.ok, upgrade.stderr
+
+    def rolled() -> bool:
+        now = cluster.pods(kubectl, cluster.AGENT)
+        names = {p["metadata"]["name"] for p in now}
+        return bool(names) and not names & before and all(cluster.pod_ready(p) for p in now)
+
+    kube.poll(rolled, timeout=300, interval=2)
+
+
+def _drivers(kubectl: kube.Kubectl) -> set[str]:
+    listed = kubectl.get_json("hypervisors")["items"]
+    return {h.get("status", {}).get("agent", {}).get("driver", "") for h in listed}
+
+
+@pytest.fixture(scope="module")
+def on_kubevirt(kubectl: kube.Kubectl) -> Iterator[None]:
+    placed = [
+        i["metadata"]["name"]
+        for i in kubectl.get_json("instances", "-A")["items"]
+        if i.get("status", {}).get("node")
+    ]
+    assert not placed, f"switching drivers under running guests: {placed}"
+    for name, (vcpus, memory, disk) in FLAVORS.items():
+        spec = {"vcpus": vcpus, "memoryMiB": memory, "diskGiB": disk}
+        flavor = {
+            "apiVersion": "compute.kubenova.io/v1alpha1",
+            "kind": "Flavor",
+            "metadata": {"name": name},
+            "spec": spec,
+        }
+        assert kubectl.apply(flavor).ok
+    kubectl("label", "hypervisor", NODE, f"{PLACE}=here", "--overwrite")
+    _upgrade(kubectl, "agent.driver=kubevirt", f"agent.instancesPath={ON_NODE}")
+    kube.poll(lambda: _drivers(kubectl) == {"kubevirt"}, timeout=120, interval=2)
+    try:
+        yield
+    finally:
+        kubectl.run("delete", "instance", NAME, "--ignore-not-found", "--wait=true", timeout=300)
+        kubectl.run("label", "hypervisor", NODE, f"{PLACE}-")
+        _upgrade(kubectl, "agent.driver=libvirt", "agent.instancesPath=/var/lib/kubenova/instances")
+        kube.poll(lambda: _drivers(kubectl) == {"libvirt"}, timeout=120, interval=2)
+
+
+def _vmi(kubectl: kube.Kubectl) -> dict[str, Any]:
+    return kubectl.get_json("vmi", NAME)  # type: ignore[no-any-return]
+
+
+def _vmi_sizes(kubectl: kube.Kubectl) -> tuple[int, str, str]:
+    status = _vmi(kubectl)["status"]
+    return (
+        status["currentCPUTopology"]["sockets"],
+        status["memory"]["guestCurrent"],
+        status["nodeName"],
+    )
+
+
+def _migrations(kubectl: kube.Kubectl) -> list[dict[str, Any]]:
+    found = kubectl.get_json("migrations", "-l", f"compute.kubenova.io/instance={NAME}")
+    return sorted(found["items"], key=lambda m: m["metadata"]["creationTimestamp"])
+
+
+def _events(kubectl: kube.Kubectl, reason: str) -> list[str]:
+    listed = kubectl.get_json(
+        "events", "--field-selector", f"involvedObject.name={NAME},reason={reason}"
+    )
+    return [e["message"] for e in listed["items"]]
+
+
+def test_resize_confirm_then_revert_on_kubevirt(kubectl: kube.Kubectl, on_kubevirt: None) -> None:
+    manifest = {
+        "apiVersion": "compute.kubenova.io/v1alpha1",
+        "kind": "Instance",
+        "metadata": {"name": NAME, "namespace": "default"},
+        "spec": {"flavor": "kv.small", "image": "cirros", "nodeSelector": {PLACE: "here"}},
+    }
+    assert kubectl.apply(manifest).ok
+    booted = cluster.wait_phase(kubectl, NAME, "ACTIVE")
+    uuid = booted["status"]["uuid"]
+    assert booted["status"]["node"] == NODE
+    first = cluster.vm_booted(kubectl, NAME, boots=1)
+    assert (first.cpus, first.disk_sectors) == (1, 1 * GIB), first
+    # KubeVirt's own view: the VMI runs on the Instance's node, the VM is the Instance's.
+    assert _vmi_sizes(kubectl) == (1, "256Mi", NODE)
+    vm = kubectl.get_json("vm", NAME)
+    assert vm["metadata"]["ownerReferences"][0]["uid"] == booted["metadata"]["uid"]
+    assert (DISKS / uuid / "disk.img").is_file()
+
+    # Resize 1 -> 2 vCPUs, 256 -> 512 MiB, 1 -> 2 GiB on the same node.
+    assert cluster.resize(kubectl, NAME, "kv.medium").ok
+    cluster.wait_phase(kubectl, NAME, "VERIFY_RESIZE")
+    resized = cluster.vm_booted(kubectl, NAME, boots=2)
+    assert (resized.cpus, resized.disk_sectors, resized.marker) == (2, 2 * GIB, first.marker)
+    assert _vmi_sizes(kubectl) == (2, "512Mi", NODE)
+    assert (DISKS / f"{uuid}_resize" / "disk.img").stat().st_size == 1 << 30  # the original
+    (mig,) = _migrations(kubectl)
+    assert (mig["spec"]["type"], mig["spec"]["mode"]) == ("resize", "cold"), mig["spec"]
+    assert mig["spec"]["modeReason"], mig["spec"]  # why not live, for the user
+
+    cluster.annotate(kubectl, NAME, "resize", "confirm")
+    confirmed = cluster.wait_phase(kubectl, NAME, "ACTIVE")
+    assert confirmed["status"]["flavor"]["name"] == "kv.medium"
+    assert not (DISKS / f"{uuid}_resize").exists(), "confirm keeps the revert point"
+
+    # A second resize, reverted: kv.medium's sizes again, on the disk the guest had.
+    assert cluster.resize(kubectl, NAME, "kv.large").ok
+    cluster.wait_phase(kubectl, NAME, "VERIFY_RESIZE")
+    grown = cluster.vm_booted(kubectl, NAME, boots=3)
+    assert (grown.cpus, grown.disk_sectors) == (2, 3 * GIB), grown
+    assert _vmi_sizes(kubectl) == (2, "768Mi", NODE)
+    cluster.annotate(kubectl, NAME, "resize", "revert")
+    reverted = cluster.wait_phase(kubectl, NAME, "ACTIVE")
+    assert reverted["spec"]["flavor"] == "kv.medium"
+    assert reverted["status"]["flavor"]["name"] == "kv.medium"
+    # Boot 3 again, not 4: the guest booted the disk set aside at boot 2, not the copy.
+    back = cluster.vm_booted(kubectl, NAME, boots=3)
+    assert (back.cpus, back.disk_sectors, back.marker) == (2, 2 * GIB, first.marker), back
+    assert _vmi_sizes(kubectl) == (2, "512Mi", NODE)
+    assert not (DISKS / f"{uuid}_resize").exists()
+    phases = [m["status"]["phase"] for m in _migrations(kubectl)]
+    assert phases == ["confirmed", "reverted"], phases
+
+
+def test_bad_resizes_say_why_and_keep_the_guest(kubectl: kube.Kubectl, on_kubevirt: None) -> None:
+    """A disk down-size is refused by the API server; a flavor no node can take is
+    NoValidHost on the Instance (condition and event); the guest runs on untouched."""
+    if kubectl.run("get", "instance", NAME).ok is False:
+        pytest.fail("needs the instance of test_resize_confirm_then_revert_on_kubevirt")
+    before = cluster.instance(kubectl, NAME)
+    boots = cluster.vm_reports(kubectl, NAME)[-1].boots
+
+    refused = cluster.resize(kubectl, NAME, "kv.small")
+    assert not refused.ok
+    assert "disks never shrink" in refused.stderr, refused.stderr
+
+    huge = {
+        "apiVersion": "compute.kubenova.io/v1alpha1",
+        "kind": "Flavor",
+        "metadata": {"name": "kv.huge"},
+        "spec": {"vcpus": 512, "memoryMiB": 512, "diskGiB": 3},
+    }
+    assert kubectl.apply(huge).ok
+    assert cluster.resize(kubectl, NAME, "kv.huge").ok
+
+    def failed() -> dict[str, Any] | None:
+        conditions = cluster.instance(kubectl, NAME)["status"].get("conditions", [])
+        found = [c for c in conditions if c["type"] == "ResizeFailed" and c["status"] == "True"]
+        return found[0] if found else None
+
+    condition = kube.poll(failed, timeout=120, interval=2)
+    assert condition["reason"] == "NoValidHost", condition
+    assert "no valid host" in condition["message"]
+    assert any("no valid host" in m for m in _events(kubectl, "NoValidHost"))
+    # Setting the flavor back cancels; the guest never stopped.
+    patch = json.dumps({"spec": {"flavor": before["spec"]["flavor"]}})
+    kubectl("patch", "instance", NAME, "--type=merge", "-p", patch)
+    kube.poll(lambda: failed() is None, timeout=120, interval=2)
+    assert cluster.instance(kubectl, NAME)["status"]["phase"] == "ACTIVE"
+    assert cluster.vm_reports(kubectl, NAME)[-1].boots == boots
+    assert _vmi(kubectl)["status"]["phase"] == "Running"

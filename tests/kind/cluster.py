@@ -3,9 +3,11 @@ pods, and a guest's serial console read through the agent pod on its node."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -95,6 +97,70 @@ def leader(kubectl: kube.Kubectl) -> str:
     lease = kubectl.get_json("lease", "kubenova-controller", "-n", NAMESPACE)
     holder = lease["spec"].get("holderIdentity") or ""
     return re.sub(r"_[0-9a-f]+$", "", holder)
+
+
+# --- an agent's own token (the node policy) ------------------------------------------------
+
+# Run inside a pod: one request with the pod's own service-account token; prints the HTTP
+# status and the API server's answer. argv: method, path, body (JSON).
+REQUEST_WITH_POD_TOKEN = """
+import json, ssl, sys, urllib.error, urllib.request
+sa = "/var/run/secrets/kubernetes.io/serviceaccount"
+content = "application/merge-patch+json" if sys.argv[1] == "PATCH" else "application/json"
+request = urllib.request.Request(
+    "https://kubernetes.default.svc" + sys.argv[2], data=sys.argv[3].encode(),
+    method=sys.argv[1],
+    headers={"Authorization": "Bearer " + open(sa + "/token").read(), "Content-Type": content})
+try:
+    tls = ssl.create_default_context(cafile=sa + "/ca.crt")
+    answer = urllib.request.urlopen(request, context=tls)
+    print(answer.status, answer.read().decode())
+except urllib.error.HTTPError as exc:
+    print(exc.code, exc.read().decode())
+"""
+
+Request = Callable[[str, str, dict[str, Any]], tuple[int, str]]
+
+
+@contextlib.contextmanager
+def agent_token_on(kubectl: kube.Kubectl, node: str) -> Iterator[Request]:
+    """A pod of the agent's ServiceAccount on `node`, holding its own node-bound token:
+    `request(method, path, body)` sends one request with it, through real admission."""
+    image = pods(kubectl, AGENT)[0]["spec"]["containers"][0]["image"]
+    probe = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "agent-token-probe", "namespace": NAMESPACE},
+        "spec": {
+            "nodeName": node,
+            "serviceAccountName": "kubenova-agent",
+            "containers": [
+                {
+                    "name": "probe",
+                    "image": image,
+                    "imagePullPolicy": "Never",
+                    "command": ["python", "-c", "import time; time.sleep(3600)"],
+                }
+            ],
+        },
+    }
+    assert kubectl.apply(probe).ok
+    try:
+        kubectl("wait", "-n", NAMESPACE, "pod/agent-token-probe", "--for=condition=Ready",
+                "--timeout=120s")  # fmt: skip
+
+        def request(method: str, path: str, body: dict[str, Any]) -> tuple[int, str]:
+            out = kubectl(
+                "exec", "-n", NAMESPACE, "agent-token-probe", "--",
+                "python", "-c", REQUEST_WITH_POD_TOKEN, method, path, json.dumps(body),
+            )  # fmt: skip
+            code, _, text = out.partition(" ")
+            return int(code), text
+
+        yield request
+    finally:
+        kubectl.run("delete", "pod", "-n", NAMESPACE, "agent-token-probe", "--wait=true",
+                    "--timeout=60s")  # fmt: skip
 
 
 # --- KubeVirt (tests/kind/test_3_kubevirt*.py) ----------------------------------------------

@@ -199,3 +199,62 @@ def test_bad_resizes_say_why_and_keep_the_guest(kubectl: kube.Kubectl, on_kubevi
     assert cluster.instance(kubectl, NAME)["status"]["phase"] == "ACTIVE"
     assert cluster.vm_reports(kubectl, NAME)[-1].boots == boots
     assert _vmi(kubectl)["status"]["phase"] == "Running"
+
+
+def test_a_vm_deleted_behind_kubenovas_back_is_said_and_defined_again(
+    kubectl: kube.Kubectl, on_kubevirt: None
+) -> None:
+    """kubectl delete vm: KubeVirt stops the guest and forgets it; the disk is the node's.
+    The Instance says so (Ready=False, GuestMissing, a Warning), the agent defines the VM
+    again from the kept disk, and the guest boots its own data (marker, counter + 1)."""
+    if not kubectl.run("get", "instance", NAME).ok:
+        pytest.fail("needs the instance of test_resize_confirm_then_revert_on_kubevirt")
+    last = cluster.vm_reports(kubectl, NAME)[-1]
+    uid = kubectl.get_json("vm", NAME)["metadata"]["uid"]
+    kubectl("delete", "vm", NAME, "--wait=false")
+
+    kube.poll(lambda: _events(kubectl, "GuestMissing"), timeout=120, interval=2)
+    again = cluster.vm_booted(kubectl, NAME, boots=last.boots + 1)
+    assert (again.marker, again.cpus, again.disk_sectors) == (
+        last.marker,
+        last.cpus,
+        last.disk_sectors,
+    ), again
+    assert kubectl.get_json("vm", NAME)["metadata"]["uid"] != uid  # a new VM, the old disk
+    inst = cluster.wait_phase(kubectl, NAME, "ACTIVE")
+    ready = next(c for c in inst["status"]["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("True", "Running")
+    assert _events(kubectl, "GuestRedefined")
+
+
+def _probe_vm(node: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "kubevirt.io/v1",
+        "kind": "VirtualMachine",
+        "metadata": {"name": "policy-probe", "namespace": "default"},
+        "spec": {
+            "runStrategy": "Halted",
+            "template": {
+                "spec": {
+                    "nodeSelector": {"kubernetes.io/hostname": node},
+                    "domain": {"devices": {}, "memory": {"guest": "64Mi"}},
+                }
+            },
+        },
+    }
+
+
+def test_an_agent_may_make_virtual_machines_only_on_its_own_node(
+    kubectl: kube.Kubectl, on_kubevirt: None
+) -> None:
+    """The agent's own node-bound token, real admission (server-side dry runs): a VM pinned
+    to its node passes, one pinned to the other worker, or to none, is refused."""
+    workers = sorted(p["spec"]["nodeName"] for p in cluster.pods(kubectl, cluster.AGENT))
+    path = "/apis/kubevirt.io/v1/namespaces/default/virtualmachines?dryRun=All"
+    with cluster.agent_token_on(kubectl, workers[0]) as request:
+        code, text = request("POST", path, _probe_vm(workers[0]))
+        assert code == 201, text
+        for elsewhere in (workers[1], ""):
+            code, text = request("POST", path, _probe_vm(elsewhere))
+            assert code == 403, text
+            assert f"the kubenova agent on node {workers[0]} may write only" in text

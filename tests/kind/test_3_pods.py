@@ -63,73 +63,26 @@ def test_webhook_answers_with_the_chart_certificate(kubectl: kube.Kubectl) -> No
     assert "m9.huge does not exist" in refused.stderr, refused.stderr
 
 
-# Run inside a pod: one merge patch with the pod's own service-account token; prints the
-# HTTP status and the API server's answer.
-PATCH_WITH_POD_TOKEN = """
-import json, ssl, sys, urllib.error, urllib.request
-sa = "/var/run/secrets/kubernetes.io/serviceaccount"
-request = urllib.request.Request(
-    "https://kubernetes.default.svc" + sys.argv[1], data=json.dumps({}).encode(), method="PATCH",
-    headers={"Authorization": "Bearer " + open(sa + "/token").read(),
-             "Content-Type": "application/merge-patch+json"})
-try:
-    tls = ssl.create_default_context(cafile=sa + "/ca.crt")
-    answer = urllib.request.urlopen(request, context=tls)
-    print(answer.status, answer.read().decode())
-except urllib.error.HTTPError as exc:
-    print(exc.code, exc.read().decode())
-"""
-
-
 def test_an_agent_token_on_one_worker_cannot_touch_the_other(kubectl: kube.Kubectl) -> None:
     """A pod of the agent's ServiceAccount on worker 1, its own (node-bound) token, real
     admission: worker 2's Hypervisor and a Migration between other nodes are refused."""
     workers = sorted(p["spec"]["nodeName"] for p in cluster.pods(kubectl, cluster.AGENT))
-    image = cluster.pods(kubectl, cluster.AGENT)[0]["spec"]["containers"][0]["image"]
-    probe = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "agent-token-probe", "namespace": cluster.NAMESPACE},
-        "spec": {
-            "nodeName": workers[0],
-            "serviceAccountName": "kubenova-agent",
-            "containers": [
-                {
-                    "name": "probe",
-                    "image": image,
-                    "imagePullPolicy": "Never",
-                    "command": ["python", "-c", "import time; time.sleep(3600)"],
-                }
-            ],
-        },
-    }
     other = builders.migration(
         "between-others", namespace="default", sourceNode=workers[1], destNode=workers[1]
     )
-    assert kubectl.apply(probe).ok
     assert kubectl.apply(other).ok
     try:
-        kubectl("wait", "-n", cluster.NAMESPACE, "pod/agent-token-probe", "--for=condition=Ready",
-                "--timeout=120s")  # fmt: skip
-
-        def patch(path: str) -> tuple[int, str]:
-            out = kubectl(
-                "exec", "-n", cluster.NAMESPACE, "agent-token-probe", "--",
-                "python", "-c", PATCH_WITH_POD_TOKEN, path,
-            )  # fmt: skip
-            code, _, text = out.partition(" ")
-            return int(code), text
-
-        api = "/apis/compute.kubenova.io/v1alpha1"
-        assert patch(f"{api}/hypervisors/{workers[0]}/status")[0] == 200
-        code, text = patch(f"{api}/hypervisors/{workers[1]}/status")
-        assert code == 403, text
-        assert f"the kubenova agent on node {workers[0]} may write only" in text
-        code, text = patch(f"{api}/namespaces/default/migrations/between-others/status")
-        assert code == 403, text
-        assert "migrations between-others does not" in text
+        with cluster.agent_token_on(kubectl, workers[0]) as request:
+            api = "/apis/compute.kubenova.io/v1alpha1"
+            assert request("PATCH", f"{api}/hypervisors/{workers[0]}/status", {})[0] == 200
+            code, text = request("PATCH", f"{api}/hypervisors/{workers[1]}/status", {})
+            assert code == 403, text
+            assert f"the kubenova agent on node {workers[0]} may write only" in text
+            path = f"{api}/namespaces/default/migrations/between-others/status"
+            code, text = request("PATCH", path, {})
+            assert code == 403, text
+            assert "migrations between-others does not" in text
     finally:
-        kubectl.run("delete", "pod", "-n", cluster.NAMESPACE, "agent-token-probe", "--wait=false")
         kubectl.run("delete", "migration", "between-others", "--wait=false")
 
 

@@ -217,6 +217,9 @@ class KubeVirtDriver:
             if guest.power_on:
                 await self._start(guest.uuid)  # spawned before: only started here
             return
+        # A VM deleted outside kubenova leaves its VMI, and the launcher that has the disk
+        # open, for a while: never two QEMUs on one disk.
+        await self._wait(guest.uuid, lambda vmi: vmi is None, "a deleted VM's VMI still runs")
         await self._apply(guest, running=guest.power_on)
         if guest.power_on:
             await self._wait_running(guest.uuid)

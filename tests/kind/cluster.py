@@ -178,10 +178,18 @@ def kernel_image() -> str:
 def vm_reports(kubectl: kube.Kubectl, vm: str) -> list[guest.Report]:
     """Every boot the guest of VirtualMachine `vm` reported in its current launcher pod
     (its serial console, the pod's guest-console-log container), oldest first."""
-    pod = kubectl.run("get", "pod", "-l", f"vm.kubevirt.io/name={vm}", "-o", "name")
-    if not pod.ok or not pod.stdout.strip():
+    listed = kubectl.run("get", "pod", "-l", f"vm.kubevirt.io/name={vm}", "-o", "json")
+    if not listed.ok:
         return []
-    logs = kubectl.run("logs", pod.stdout.split()[0], "-c", "guest-console-log")
+    # The newest launcher not being deleted: a handed-over VM's old one may linger.
+    launchers = sorted(
+        (p["metadata"]["creationTimestamp"], p["metadata"]["name"])
+        for p in json.loads(listed.stdout)["items"]
+        if not p["metadata"].get("deletionTimestamp")
+    )
+    if not launchers:
+        return []
+    logs = kubectl.run("logs", launchers[-1][1], "-c", "guest-console-log")
     found = guest.LINE.findall(logs.stdout if logs.ok else "")
     return [guest.Report(int(c), int(m), int(d), marker, int(b)) for c, m, d, marker, b in found]
 

@@ -12,6 +12,7 @@ to the first's flavor with the guest's disk as it was (its own boot counter prov
 from __future__ import annotations
 
 import json
+import pathlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -258,3 +259,68 @@ def test_an_agent_may_make_virtual_machines_only_on_its_own_node(
             code, text = request("POST", path, _probe_vm(elsewhere))
             assert code == 403, text
             assert f"the kubenova agent on node {workers[0]} may write only" in text
+
+
+def _pinned(kubectl: kube.Kubectl, name: str) -> str:
+    vm = kubectl.get_json("vm", name)
+    return vm["spec"]["template"]["spec"]["nodeSelector"]["kubernetes.io/hostname"]  # type: ignore[no-any-return]
+
+
+def _disks(node: str) -> pathlib.Path:
+    """A worker's KubeVirt disk directory, as kind mounts it from this checkout."""
+    return DISKS.parent / ("worker1" if node == NODE else "worker2")
+
+
+def test_cold_migrate_between_workers_then_revert(kubectl: kube.Kubectl, on_kubevirt: None) -> None:
+    """Nova's cold migrate on KubeVirt: the disk goes from one worker's agent to the other's
+    (the agents' TLS transfer), the VM is handed over (deleted by the source, made by the
+    destination, pinned to it), the guest boots its own data there; confirm cleans the
+    source. A second migrate is reverted: the destination's copy goes, the original boots
+    again where it was (its boot counter says so)."""
+    name = "kv-mover"
+    manifest = {
+        "apiVersion": "compute.kubenova.io/v1alpha1",
+        "kind": "Instance",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"flavor": "kv.small", "image": "cirros"},
+    }
+    assert kubectl.apply(manifest).ok
+    try:
+        booted = cluster.wait_phase(kubectl, name, "ACTIVE")
+        uuid, first_node = booted["status"]["uuid"], booted["status"]["node"]
+        first = cluster.vm_booted(kubectl, name, boots=1)
+
+        cluster.annotate(kubectl, name, "migrate")
+        moved = cluster.wait_phase(kubectl, name, "VERIFY_RESIZE")
+        second_node = moved["status"]["node"]
+        assert second_node != first_node
+        there = cluster.vm_booted(kubectl, name, boots=2)
+        assert (there.marker, there.cpus, there.disk_sectors) == (first.marker, 1, 1 * GIB)
+        assert _pinned(kubectl, name) == second_node
+        assert kubectl.get_json("vmi", name)["status"]["nodeName"] == second_node
+        assert (_disks(first_node) / uuid / "disk.img").exists()  # kept until confirm
+        cluster.annotate(kubectl, name, "resize", "confirm")
+        cluster.wait_phase(kubectl, name, "ACTIVE")
+        kube.poll(lambda: not (_disks(first_node) / uuid).exists(), timeout=60, interval=1)
+        assert (_disks(second_node) / uuid / "disk.img").exists()
+
+        # Back to the first worker, reverted: the guest runs on the second again, booting
+        # the disk it had there (boot 3, as the copy did; a boot of the copy would say 4).
+        cluster.annotate(kubectl, name, "migrate")
+        cluster.wait_phase(kubectl, name, "VERIFY_RESIZE")
+        assert cluster.vm_booted(kubectl, name, boots=3).marker == first.marker
+        assert _pinned(kubectl, name) == first_node
+        cluster.annotate(kubectl, name, "resize", "revert")
+        reverted = cluster.wait_phase(kubectl, name, "ACTIVE")
+        assert reverted["status"]["node"] == second_node
+        back = cluster.vm_booted(kubectl, name, boots=3)
+        assert (back.marker, back.disk_sectors) == (first.marker, 1 * GIB)
+        assert _pinned(kubectl, name) == second_node
+        assert not (_disks(first_node) / uuid).exists(), "revert keeps the destination's copy"
+        migrations = kubectl.get_json("migrations", "-l", f"compute.kubenova.io/instance={name}")
+        phases = sorted(
+            (m["metadata"]["creationTimestamp"], m["status"]["phase"]) for m in migrations["items"]
+        )
+        assert [p for _, p in phases] == ["confirmed", "reverted"], phases
+    finally:
+        kubectl.run("delete", "instance", name, "--wait=true", timeout=300)

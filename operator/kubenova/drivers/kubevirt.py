@@ -5,9 +5,12 @@ The node's agent keeps each guest's disk as a raw file in the libvirt driver's l
 runs it as a VirtualMachine pinned to this node (drivers/vm.py), which the agent starts and
 stops through `runStrategy` and changes only while it is stopped. Every resize is cold.
 
-Work in progress (issue 14): spawn, power, same-host resize with confirm and revert,
-destroy and the sweep are here; the cross-node steps (prepare_incoming, a received disk,
-release_migration) are not yet, and the agent does not offer this driver until they are.
+A guest has one VirtualMachine wherever it runs, and an agent writes only VMs pinned to its
+own node (the chart's node policy). So a move between nodes hands the VM over: the source
+deletes its (stopped) VM when it hands the disk off, the destination creates one pinned to
+itself from the disk it received; a revert is the reverse (the destination deletes its VM
+first, then the source creates its own again). The SMBIOS UUID is the instance uuid, so the
+guest sees one machine throughout.
 """
 
 from __future__ import annotations
@@ -39,6 +42,11 @@ COLD_ONLY = (
 
 def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
+
+
+def _pinned_to(machine: dict[str, Any]) -> str | None:
+    selector = machine["spec"]["template"]["spec"].get("nodeSelector") or {}
+    return selector.get(vm.HOSTNAME)
 
 
 def _cpus(quantity: str) -> int:
@@ -137,10 +145,20 @@ class KubeVirtDriver:
         )
         current = await self._get("virtualmachines", guest.uuid)
         if current is None:
+            # A deleted VM (outside kubenova, or another node's after a hand-over) leaves
+            # its VMI, and the launcher that has the disk open, for a while: never two
+            # QEMUs on one disk.
+            await self._wait(guest.uuid, lambda vmi: vmi is None, "a deleted VM's VMI still runs")
             await self.objects.create_namespaced_custom_object(
                 GROUP, VERSION, namespace, "virtualmachines", made
             )
             return
+        pinned = _pinned_to(current)
+        if pinned != self.node:
+            raise base.RetryLaterError(
+                f"instance {guest.uuid}: its VirtualMachine is still pinned to {pinned}, "
+                "whose agent hands it over first"
+            )
         made["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
         await self.objects.replace_namespaced_custom_object(
             GROUP, VERSION, namespace, "virtualmachines", name, made
@@ -165,11 +183,29 @@ class KubeVirtDriver:
 
     async def _stop(self, uuid: str, timeout: float) -> None:
         """ACPI, forced after `timeout` s (terminationGracePeriodSeconds); then until the VMI,
-        and with it the launcher pod that held the disk open, is gone."""
-        if await self._get("virtualmachines", uuid) is None:
+        and with it the launcher pod that held the disk open, is gone. Only this node's VM:
+        one pinned elsewhere runs the guest there (after a move), not here."""
+        current = await self._get("virtualmachines", uuid)
+        if current is None or _pinned_to(current) != self.node:
             return
         await self._run_strategy(uuid, "Halted", timeout)
         await self._wait(uuid, lambda vmi: vmi is None, "still running")
+
+    async def _hand_over(self, uuid: str) -> None:
+        """Delete this node's (stopped) VM: the next node to run the guest creates its own,
+        pinned to itself. A VM pinned elsewhere is that node's and is left alone."""
+        current = await self._get("virtualmachines", uuid)
+        if current is None or _pinned_to(current) != self.node:
+            return
+        namespace, name = self._where(uuid)
+        try:
+            await self.objects.delete_namespaced_custom_object(
+                GROUP, VERSION, namespace, "virtualmachines", name
+            )
+        except client.ApiException as exc:
+            if exc.status != 404:  # gone already: the same outcome
+                raise
+        await self._wait(uuid, lambda vmi: vmi is None, "its VMI is still there")
 
     def _owned(self, path: pathlib.Path) -> None:
         for p in (path, *path.iterdir()) if path.is_dir() else (path,):
@@ -217,9 +253,6 @@ class KubeVirtDriver:
             if guest.power_on:
                 await self._start(guest.uuid)  # spawned before: only started here
             return
-        # A VM deleted outside kubenova leaves its VMI, and the launcher that has the disk
-        # open, for a while: never two QEMUs on one disk.
-        await self._wait(guest.uuid, lambda vmi: vmi is None, "a deleted VM's VMI still runs")
         await self._apply(guest, running=guest.power_on)
         if guest.power_on:
             await self._wait_running(guest.uuid)
@@ -235,7 +268,13 @@ class KubeVirtDriver:
     ) -> None:
         await self._stop(uuid, timeout)
         if not same_host:
+            if not (self.files.dir(uuid) / DISK).exists():
+                raise base.DriverError(f"no disk for {uuid} on {self.node}")
+            # The probe a destination on shared storage would see (Nova's
+            # _is_storage_shared_with), written before the hand-off; it also says the guest
+            # is off (disk_path serves the disk only then).
             self.files.probe(uuid, migration).touch()
+            await self._hand_over(uuid)
             return
         await asyncio.to_thread(self._set_aside, uuid, migration)
 
@@ -275,23 +314,33 @@ class KubeVirtDriver:
     async def prepare_incoming(
         self, uuid: str, *, migration: str, owner: str, part: base.Part = base.Part.DISK
     ) -> pathlib.Path | None:
-        raise base.DriverError("the kubevirt driver does not move guests between nodes yet")
+        return await asyncio.to_thread(self._prepare_incoming, uuid, migration, owner, part)
+
+    def _prepare_incoming(
+        self, uuid: str, migration: str, owner: str, part: base.Part
+    ) -> pathlib.Path | None:
+        if part is not base.Part.DISK:
+            raise base.DriverError(f"no pre-copy: {COLD_ONLY}")
+        return self.files.incoming(uuid, migration=migration, owner=owner, disk=DISK, now=_now())
 
     async def finish_migration(self, guest: base.Guest, *, migration: str, same_host: bool) -> None:
-        if not same_host:
-            raise base.DriverError("the kubevirt driver does not move guests between nodes yet")
-        if self.files.set_aside_for(guest.uuid) != migration:
+        d = self.files.dir(guest.uuid)
+        if same_host and self.files.set_aside_for(guest.uuid) != migration:
             raise base.DriverError(f"instance {guest.uuid}: no revert point of {migration}")
-        await asyncio.to_thread(
-            self._grow, self.files.dir(guest.uuid) / DISK, guest.flavor.disk_gib
-        )
+        if not same_host and (
+            self.files.received_for(guest.uuid) != migration or not (d / DISK).exists()
+        ):
+            raise base.DriverError(f"no disk received for {guest.uuid} on {self.node}")
+        await asyncio.to_thread(self._grow, d / DISK, guest.flavor.disk_gib)
+        await asyncio.to_thread(self._owned, d)
         await self._apply(guest, running=guest.power_on)
         if guest.power_on:
             await self._wait_running(guest.uuid)
 
     async def confirm_migration(self, uuid: str, *, migration: str, same_host: bool) -> None:
         if not same_host:
-            raise base.DriverError("the kubevirt driver does not move guests between nodes yet")
+            await self._confirm_elsewhere(uuid, migration)
+            return
         holder = self.files.set_aside_for(uuid)
         if holder is None:
             return  # confirmed already
@@ -301,11 +350,35 @@ class KubeVirtDriver:
             raise base.DriverError(f"instance {uuid}: no new disk; the revert point is kept")
         await asyncio.to_thread(shutil.rmtree, self.files.aside(uuid))
 
+    async def _confirm_elsewhere(self, uuid: str, migration: str) -> None:
+        """Source of a confirmed move: its copy goes, never the VM (the destination's now)
+        and never a disk a VM of this node still names."""
+        d = self.files.dir(uuid)
+        if not d.exists():
+            return  # done before a crash
+        if self.files.received_for(uuid) == migration:
+            # This migration's destination marked the source's directory: storage is shared
+            # after all, and deleting would delete the guest that runs there.
+            raise base.DriverError(f"{d} is a destination's copy too: not deleting it")
+        current = await self._get("virtualmachines", uuid)
+        if current is not None and _pinned_to(current) == self.node:
+            raise base.DriverError(f"instance {uuid}: its VM still runs on {self.node}: kept")
+        for p in (d, self.files.aside(uuid)):
+            await asyncio.to_thread(shutil.rmtree, p, True)
+
     async def finish_revert_migration(
         self, guest: base.Guest, *, migration: str, same_host: bool
     ) -> None:
         if not same_host:
-            raise base.DriverError("the kubevirt driver does not move guests between nodes yet")
+            # The source's files were never touched; the destination has deleted its VM
+            # (the stage table runs its release first): this node's VM is made again.
+            if not (self.files.dir(guest.uuid) / DISK).exists():
+                raise base.DriverError(f"no original disk for {guest.uuid} on {self.node}")
+            self.files.probe(guest.uuid, migration).unlink(missing_ok=True)
+            await self._apply(guest, running=guest.power_on)
+            if guest.power_on:
+                await self._wait_running(guest.uuid)
+            return
         uuid = guest.uuid
         holder = self.files.set_aside_for(uuid)
         if holder is not None and holder != migration:
@@ -336,18 +409,21 @@ class KubeVirtDriver:
         raise base.DriverError(COLD_ONLY)
 
     async def release_migration(self, uuid: str, *, migration: str) -> None:
-        raise base.DriverError("the kubevirt driver does not move guests between nodes yet")
+        """Destination: the VM and disk built here for `migration` go, only if they are this
+        migration's (a later migration may have built the guest that runs here now)."""
+        if self.files.received_for(uuid) != migration:
+            return
+        current = await self._get("virtualmachines", uuid)
+        if current is not None and _pinned_to(current) == self.node:
+            await self._stop(uuid, 0)  # the copy is discarded: no graceful shutdown needed
+            await self._hand_over(uuid)
+        await asyncio.to_thread(shutil.rmtree, self.files.dir(uuid), True)
 
     async def destroy(self, uuid: str) -> None:
         if self.files.owner(uuid) is None:
             return
-        current = await self._get("virtualmachines", uuid)
-        if current is not None:
-            namespace, name = self._where(uuid)
-            await self._stop(uuid, 0)
-            await self.objects.delete_namespaced_custom_object(
-                GROUP, VERSION, namespace, "virtualmachines", name
-            )
+        await self._stop(uuid, 0)
+        await self._hand_over(uuid)  # this node's VM only: another node's is its to delete
         for p in (self.files.dir(uuid), self.files.aside(uuid)):
             await asyncio.to_thread(shutil.rmtree, p, True)
 
@@ -363,8 +439,8 @@ class KubeVirtDriver:
         if self.files.owner(uuid) is None:
             return None
         machine = await self._get("virtualmachines", uuid)
-        if machine is None:
-            return None
+        if machine is None or _pinned_to(machine) != self.node:
+            return None  # no guest here (another node's VM runs it, after a move)
         disk_gib = disk.stat().st_size // qcow2.GIB if disk.exists() else 0
         vmi = await self._get("virtualmachineinstances", uuid)
         sizes = vm.sizes(vmi) if self._running_here(vmi) and vmi else None
@@ -385,4 +461,9 @@ class KubeVirtDriver:
     def disk_path(
         self, uuid: str, *, migration: str, part: base.Part = base.Part.DISK
     ) -> pathlib.Path | None:
-        return None  # nothing is handed to another node yet
+        """The raw disk, once the hand-off to `migration` began (the probe is written after
+        the guest stopped, and a revert removes it before the guest starts again)."""
+        disk = self.files.dir(uuid) / DISK
+        if part is not base.Part.DISK or not self.files.probe(uuid, migration).exists():
+            return None
+        return disk if disk.exists() else None

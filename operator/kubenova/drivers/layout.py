@@ -28,12 +28,15 @@ candidate. Only UUID-shaped names are joined into paths (status.uuid comes from 
 from __future__ import annotations
 
 import datetime
+import logging
 import os
 import pathlib
 import re
 import shutil
 
 from kubenova.drivers import base
+
+log = logging.getLogger(__name__)
 
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 OWNER = ".kubenova-instance"
@@ -122,6 +125,30 @@ class Layout:
 
     def probe(self, uuid: str, migration: str) -> pathlib.Path:
         return self.dir(uuid) / f"{SOURCE_PROBE}{migration}"
+
+    def incoming(
+        self, uuid: str, *, migration: str, owner: str, disk: str, now: datetime.datetime
+    ) -> pathlib.Path | None:
+        """Destination of a move: where the disk named `disk` for `migration` is written, or
+        None once it has arrived. Refuses when the source's probe is visible here (shared
+        storage: receiving would overwrite the original, confirm would delete the guest's
+        only disk); another attempt's leftovers are quarantined, never received into."""
+        d = self.dir(uuid)
+        if self.probe(uuid, migration).exists():
+            raise base.DriverError(
+                f"the source's instance directory is visible here ({d}): this node shares "
+                "its instancesPath with the source, and moves across shared storage are "
+                "not supported"
+            )
+        if self.received_for(uuid) == migration:
+            return None if (d / disk).exists() else d / disk
+        if d.exists():
+            where = self.quarantine(uuid, now)
+            log.warning("leftovers of another attempt for %s moved to %s", uuid, where)
+        d.mkdir(parents=True)
+        self.set_owner(uuid, owner)
+        write_marker(d / RECEIVED_FOR, migration)
+        return d / disk
 
     # --- the sweep's side ------------------------------------------------------------------
 

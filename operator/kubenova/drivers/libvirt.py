@@ -365,21 +365,7 @@ class LibvirtDriver:
             if self.files.assembled_for(uuid) == migration or (d / DELTA_DISK).exists():
                 return None  # assembled already (the guest may run on it), or received
             return d / DELTA_DISK
-        if self.files.probe(uuid, migration).exists():
-            raise base.DriverError(
-                f"the source's instance directory is visible here ({d}): this node shares "
-                "its instancesPath with the source, and moves across shared storage are "
-                "not supported (docs/libvirt-driver.md)"
-            )
-        if self.files.received_for(uuid) == migration:
-            return None if (d / DISK).exists() else d / DISK
-        if d.exists():  # another attempt's leftovers: never taken for this migration's disk
-            where = self.files.quarantine(uuid, _now())
-            log.warning("leftovers of another attempt for %s moved to %s", uuid, where)
-        d.mkdir(parents=True)
-        self.files.set_owner(uuid, owner)
-        layout.write_marker(d / layout.RECEIVED_FOR, migration)
-        return d / DISK
+        return self.files.incoming(uuid, migration=migration, owner=owner, disk=DISK, now=_now())
 
     async def finish_migration(self, guest: base.Guest, *, migration: str, same_host: bool) -> None:
         await self._run(self._finish, guest, migration, same_host)

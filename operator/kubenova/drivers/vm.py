@@ -57,6 +57,10 @@ def manifest(d: Definition) -> dict[str, Any]:
         "resources": {"requests": {"memory": memory}},
         "devices": devices,
     }
+    # The guest's SMBIOS UUID is the instance uuid, as the libvirt driver's domain UUID: the
+    # same machine to the guest when its VM is made again (a move hands it to another node).
+    firmware: dict[str, Any] = {"uuid": d.instance_uuid}
+    domain["firmware"] = firmware
     if d.boot is not None:
         container = {
             "image": d.boot.image,
@@ -64,7 +68,7 @@ def manifest(d: Definition) -> dict[str, Any]:
             "kernelPath": d.boot.kernel,
             "initrdPath": d.boot.initrd,
         }
-        domain["firmware"] = {"kernelBoot": {"kernelArgs": KERNEL_ARGS, "container": container}}
+        firmware["kernelBoot"] = {"kernelArgs": KERNEL_ARGS, "container": container}
     labels = {INSTANCE_LABEL: d.instance_uuid}
     template = {
         "metadata": {"labels": labels},

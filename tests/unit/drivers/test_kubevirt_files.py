@@ -137,3 +137,49 @@ def test_a_live_resize_is_refused_with_the_reason(driver: kubevirt.KubeVirtDrive
     guest = base.Guest(uuid=UUID, flavor=Amount(2, 512, 2), image="cirros", power_on=True)
     with pytest.raises(base.DriverError, match="resizes cold"):
         asyncio.run(driver.resize_live(guest, migration=MIG))
+
+
+# --- a move between nodes: the destination's side, and what the source serves -----------------
+
+
+def test_the_source_serves_its_disk_only_once_the_hand_off_began(
+    driver: kubevirt.KubeVirtDriver,
+) -> None:
+    assert driver.disk_path(UUID, migration=MIG) is None  # the guest may still run on it
+    driver.files.probe(UUID, MIG).touch()  # written after the guest stopped
+    assert driver.disk_path(UUID, migration=MIG) == driver.files.dir(UUID) / kubevirt.DISK
+    assert driver.disk_path(UUID, migration=OTHER) is None  # another migration's is not
+    assert driver.disk_path(UUID, migration=MIG, part=base.Part.DELTA) is None  # no pre-copy
+
+
+def test_a_destination_that_sees_the_sources_probe_refuses_and_touches_nothing(
+    driver: kubevirt.KubeVirtDriver,
+) -> None:
+    """Shared storage: the source's directory is this node's too. Receiving into it would
+    overwrite the original, confirm would delete the guest's only disk."""
+    driver.files.probe(UUID, MIG).touch()
+    original = sha(driver.files.dir(UUID) / kubevirt.DISK)
+    with pytest.raises(base.DriverError, match="shares its instancesPath"):
+        driver._prepare_incoming(UUID, MIG, "ns/vm", base.Part.DISK)
+    assert sha(driver.files.dir(UUID) / kubevirt.DISK) == original
+
+
+def test_leftovers_of_another_attempt_are_quarantined_never_received_into(
+    driver: kubevirt.KubeVirtDriver,
+) -> None:
+    leftover = sha(driver.files.dir(UUID) / kubevirt.DISK)
+    target = driver._prepare_incoming(UUID, MIG, "ns/vm", base.Part.DISK)
+    assert target == driver.files.dir(UUID) / kubevirt.DISK
+    assert not target.exists()
+    assert driver.files.received_for(UUID) == MIG
+    kept = [p for p in driver.root.rglob(kubevirt.DISK) if p != target]
+    assert [sha(p) for p in kept] == [leftover]  # moved aside whole, not deleted
+    # Again, as after a crash: the same place, and nothing once the disk has arrived.
+    assert driver._prepare_incoming(UUID, MIG, "ns/vm", base.Part.DISK) == target
+    target.write_bytes(b"received")
+    assert driver._prepare_incoming(UUID, MIG, "ns/vm", base.Part.DISK) is None
+
+
+def test_a_pre_copy_delta_is_refused(driver: kubevirt.KubeVirtDriver) -> None:
+    with pytest.raises(base.DriverError, match="resizes cold"):
+        driver._prepare_incoming(UUID, MIG, "ns/vm", base.Part.DELTA)

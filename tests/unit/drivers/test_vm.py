@@ -55,7 +55,7 @@ def test_power_is_the_run_strategy(running: bool, strategy: str) -> None:
 
 def test_a_kernel_image_boots_the_kernel_else_the_disk() -> None:
     plain = vm.manifest(definition())["spec"]["template"]["spec"]["domain"]
-    assert "firmware" not in plain
+    assert plain["firmware"] == {"uuid": UUID}  # the guest's SMBIOS UUID, wherever it runs
     booted = vm.manifest(definition(boot=vm.Boot(image="kubenova.local/guest-kernel:abc")))
     kernel = booted["spec"]["template"]["spec"]["domain"]["firmware"]["kernelBoot"]
     assert kernel["container"]["image"] == "kubenova.local/guest-kernel:abc"

@@ -282,14 +282,9 @@ class KubeVirtDriver:
         """`<uuid>` becomes the revert point `<uuid>_resize` by a rename (the original is
         never rewritten), and a sparse copy of its disk becomes the new `<uuid>`."""
         d, aside = self.files.dir(uuid), self.files.aside(uuid)
-        if aside.exists():
-            holder = self.files.set_aside_for(uuid)
-            if holder != migration:
-                raise base.DriverError(
-                    f"instance {uuid}: a revert point of migration {holder} is here; "
-                    "it is kept until that migration is confirmed or reverted"
-                )
-        else:
+        if aside.exists() and self.files.set_aside_for(uuid) != migration:
+            self._drop_stale_revert_point(uuid)
+        if not aside.exists():
             layout.write_marker(d / layout.SET_ASIDE_FOR, migration)
             d.rename(aside)
         if (d / DISK).exists():
@@ -304,6 +299,22 @@ class KubeVirtDriver:
                        str(aside / DISK), str(part / DISK))  # fmt: skip
         self._owned(part)
         part.rename(d)
+
+    def _drop_stale_revert_point(self, uuid: str) -> None:
+        """A `<uuid>_resize` of another migration (deleted, or from before a crash of the
+        controller's bookkeeping) is not this resize's revert point: `<uuid>` is the
+        current data (a whole copy, never an overlay), so the stale one is quarantined.
+        With no `<uuid>` disk there is no telling which is current: refused."""
+        d, aside = self.files.dir(uuid), self.files.aside(uuid)
+        holder = self.files.set_aside_for(uuid) or "<unknown>"
+        if not (d / DISK).exists():
+            raise base.DriverError(
+                f"{aside} belongs to migration {holder} and {d} holds no disk: "
+                "refusing to guess which copy is current"
+            )
+        where = self.files.quarantine_dir(aside.name, _now())
+        where.parent.mkdir(parents=True, exist_ok=True)
+        aside.rename(where)
 
     async def freeze_base(self, uuid: str, *, migration: str) -> bool:
         vmi = await self._get("virtualmachineinstances", uuid)
@@ -326,7 +337,9 @@ class KubeVirtDriver:
     async def finish_migration(self, guest: base.Guest, *, migration: str, same_host: bool) -> None:
         d = self.files.dir(guest.uuid)
         if same_host and self.files.set_aside_for(guest.uuid) != migration:
-            raise base.DriverError(f"instance {guest.uuid}: no revert point of {migration}")
+            raise base.DriverError(
+                f"revert point {self.files.aside(guest.uuid)} is missing or not this migration's"
+            )
         if not same_host and (
             self.files.received_for(guest.uuid) != migration or not (d / DISK).exists()
         ):
@@ -345,7 +358,7 @@ class KubeVirtDriver:
         if holder is None:
             return  # confirmed already
         if holder != migration:
-            raise base.DriverError(f"instance {uuid}: the revert point is migration {holder}'s")
+            raise base.DriverError(f"revert point {self.files.aside(uuid)} is not this migration's")
         if not (self.files.dir(uuid) / DISK).exists():
             raise base.DriverError(f"instance {uuid}: no new disk; the revert point is kept")
         await asyncio.to_thread(shutil.rmtree, self.files.aside(uuid))
@@ -382,7 +395,10 @@ class KubeVirtDriver:
         uuid = guest.uuid
         holder = self.files.set_aside_for(uuid)
         if holder is not None and holder != migration:
-            raise base.DriverError(f"instance {uuid}: the revert point is migration {holder}'s")
+            raise base.DriverError(
+                f"revert point {self.files.aside(uuid)} belongs to migration {holder}: "
+                "it never replaces the current disk"
+            )
         await self._stop(uuid, 30.0)
         if holder is not None:
             await asyncio.to_thread(self._restore, uuid)
@@ -429,6 +445,7 @@ class KubeVirtDriver:
 
     async def quarantine(self, uuid: str) -> list[pathlib.Path]:
         await self._stop(uuid, 0)
+        await self._hand_over(uuid)  # as libvirt's undefine: no VM left naming the files
         return await asyncio.to_thread(self.files.quarantine, uuid, _now())
 
     async def purge_quarantine(self, keep_seconds: float) -> list[str]:

@@ -76,12 +76,31 @@ def test_a_crash_after_the_rename_resumes_with_the_copy(driver: kubevirt.KubeVir
     assert not part.exists()
 
 
-def test_another_migrations_revert_point_is_refused_untouched(
+def test_another_migrations_revert_point_is_quarantined_whole(
+    driver: kubevirt.KubeVirtDriver,
+) -> None:
+    """A stale `<uuid>_resize` (its Migration deleted): `<uuid>` holds the current data,
+    so that is what this resize sets aside; the stale one is kept whole in quarantine."""
+    driver._set_aside(UUID, OTHER)
+    stale = sha(driver.files.aside(UUID) / kubevirt.DISK)
+    with (driver.files.dir(UUID) / kubevirt.DISK).open("r+b") as f:
+        f.write(b"KUBENOVA-MARKER-current")
+    current = sha(driver.files.dir(UUID) / kubevirt.DISK)
+    driver._set_aside(UUID, MIG)
+    assert driver.files.set_aside_for(UUID) == MIG
+    assert sha(driver.files.aside(UUID) / kubevirt.DISK) == current
+    assert sha(driver.files.dir(UUID) / kubevirt.DISK) == current
+    kept = [p for p in driver.root.rglob(kubevirt.DISK) if "quarantine" in str(p)]
+    assert [sha(p) for p in kept] == [stale]
+
+
+def test_a_stale_revert_point_without_a_current_disk_is_refused_untouched(
     driver: kubevirt.KubeVirtDriver,
 ) -> None:
     driver._set_aside(UUID, OTHER)
     kept = sha(driver.files.aside(UUID) / kubevirt.DISK)
-    with pytest.raises(base.DriverError, match=f"revert point of migration {OTHER}"):
+    (driver.files.dir(UUID) / kubevirt.DISK).unlink()
+    with pytest.raises(base.DriverError, match="refusing to guess"):
         driver._set_aside(UUID, MIG)
     assert sha(driver.files.aside(UUID) / kubevirt.DISK) == kept
     assert driver.files.set_aside_for(UUID) == OTHER
@@ -120,7 +139,7 @@ def test_confirm_drops_only_its_own_revert_point_and_only_with_a_new_disk(
 ) -> None:
     driver._set_aside(UUID, MIG)
     kept = sha(driver.files.aside(UUID) / kubevirt.DISK)
-    with pytest.raises(base.DriverError, match=f"migration {MIG}'s"):
+    with pytest.raises(base.DriverError, match="not this migration's"):
         confirm(driver, OTHER)  # a stale confirm of another migration
     (driver.files.dir(UUID) / kubevirt.DISK).unlink()  # the new disk lost
     with pytest.raises(base.DriverError, match="the revert point is kept"):

@@ -56,7 +56,8 @@ def _drivers(kubectl: kube.Kubectl) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def on_kubevirt(kubectl: kube.Kubectl) -> Iterator[None]:
+def on_kubevirt(kind_cluster: pathlib.Path) -> Iterator[None]:
+    kubectl = kube.Kubectl(kind_cluster)
     placed = [
         i["metadata"]["name"]
         for i in kubectl.get_json("instances", "-A")["items"]

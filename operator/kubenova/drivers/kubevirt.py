@@ -49,6 +49,12 @@ def _pinned_to(machine: dict[str, Any]) -> str | None:
     return selector.get(vm.HOSTNAME)
 
 
+def _deleting(machine: dict[str, Any] | None) -> bool:
+    """A VM being deleted (KubeVirt stops its VMI first, then lets it go): to kubenova it is
+    gone already. Seen as stopped, it would pass for a guest that shut down by itself."""
+    return bool(machine and machine["metadata"].get("deletionTimestamp"))
+
+
 def _cpus(quantity: str) -> int:
     return int(quantity[:-1]) // 1000 if quantity.endswith("m") else int(quantity)
 
@@ -144,6 +150,8 @@ class KubeVirtDriver:
             )
         )
         current = await self._get("virtualmachines", guest.uuid)
+        if _deleting(current):
+            raise base.RetryLaterError(f"instance {guest.uuid}: its VM is being deleted")
         if current is None:
             # A deleted VM (outside kubenova, or another node's after a hand-over) leaves
             # its VMI, and the launcher that has the disk open, for a while: never two
@@ -249,7 +257,10 @@ class KubeVirtDriver:
         if not (self.images / guest.image).is_dir():
             raise base.DriverError(f"image {guest.image} not found on {self.node}")
         await asyncio.to_thread(self._make_disk, guest)
-        if await self._get("virtualmachines", guest.uuid) is not None:
+        current = await self._get("virtualmachines", guest.uuid)
+        if _deleting(current):
+            raise base.RetryLaterError(f"instance {guest.uuid}: its VM is being deleted")
+        if current is not None:
             if guest.power_on:
                 await self._start(guest.uuid)  # spawned before: only started here
             return
@@ -399,10 +410,12 @@ class KubeVirtDriver:
                 f"revert point {self.files.aside(uuid)} belongs to migration {holder}: "
                 "it never replaces the current disk"
             )
-        await self._stop(uuid, 30.0)
+        if holder is None and self._running_here(await self._get("virtualmachineinstances", uuid)):
+            return  # restored and started before a crash: the original runs
         if holder is not None:
+            await self._stop(uuid, 0)  # the new guest is discarded: no graceful shutdown
             await asyncio.to_thread(self._restore, uuid)
-        await self._apply(guest, running=guest.power_on)
+        await self._apply(guest, running=guest.power_on)  # stopped: the old flavor
         if guest.power_on:
             await self._wait_running(uuid)
 
@@ -456,8 +469,8 @@ class KubeVirtDriver:
         if self.files.owner(uuid) is None:
             return None
         machine = await self._get("virtualmachines", uuid)
-        if machine is None or _pinned_to(machine) != self.node:
-            return None  # no guest here (another node's VM runs it, after a move)
+        if machine is None or _deleting(machine) or _pinned_to(machine) != self.node:
+            return None  # no guest here: deleted, or another node's VM runs it (a move)
         disk_gib = disk.stat().st_size // qcow2.GIB if disk.exists() else 0
         vmi = await self._get("virtualmachineinstances", uuid)
         sizes = vm.sizes(vmi) if self._running_here(vmi) and vmi else None

@@ -65,6 +65,8 @@ class PerStep:
             images_path=self.images,
             poll_seconds=1,
             wait_seconds=180,
+            # A blank disk has no OS to answer ACPI: a graceful stop would only wait.
+            grace_seconds=1,
             node_instances_path=ON_NODE,
         )
 

@@ -50,6 +50,7 @@ def make_driver(cfg: settings_mod.Agent, api: kube_client.ApiClient) -> base.Dri
             node=cfg.node,
             instances_path=pathlib.Path(cfg.instances_path),
             images_path=pathlib.Path(cfg.images_path),
+            grace_seconds=cfg.shutdown_timeout_seconds,
         )
     raise ValueError(f"unknown driver {cfg.driver!r}: use fake, libvirt or kubevirt")
 

@@ -29,7 +29,10 @@ from kubenova.scheduling.amounts import Amount
 
 DISK = "disk.img"
 KERNEL_IMAGE = "kubevirt-kernel-image"  # in an image's directory: the kernel's container image
-GRACE_SECONDS = 30  # the VM's grace period until a stop sets the Instance's own
+# A running VMI keeps the grace period it started with (only KubeVirt's stop subresource
+# shortens it, and that subresource is served by virt-api, past the node policy): so every
+# VM is made with the agent's shutdown timeout, and a stop patches its own in for the next.
+GRACE_SECONDS = 30  # KubeVirt's default
 QEMU_UID = 107  # the launcher's qemu user, which opens the disk
 GROUP, VERSION = "kubevirt.io", "v1"
 MERGE = "application/merge-patch+json"
@@ -70,6 +73,7 @@ class KubeVirtDriver:
         instances_path: pathlib.Path,
         images_path: pathlib.Path,
         wait_seconds: float = 300.0,
+        grace_seconds: float = GRACE_SECONDS,
         poll_seconds: float = 1.0,
         node_instances_path: pathlib.Path | None = None,
     ) -> None:
@@ -83,6 +87,7 @@ class KubeVirtDriver:
         self.files = layout.Layout(instances_path)
         self.images = images_path
         self.wait_seconds = wait_seconds
+        self.grace_seconds = grace_seconds
         self.poll_seconds = poll_seconds
         self.on_node = layout.Layout(node_instances_path or instances_path)
 
@@ -145,7 +150,7 @@ class KubeVirtDriver:
                 memory_mib=guest.flavor.memory_mib,
                 disk=self.on_node.dir(guest.uuid) / DISK,
                 running=running,
-                grace_seconds=GRACE_SECONDS,
+                grace_seconds=int(self.grace_seconds),
                 boot=self._boot(guest.image),
             )
         )

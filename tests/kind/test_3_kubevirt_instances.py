@@ -167,7 +167,7 @@ def test_resize_confirm_then_revert_on_kubevirt(kubectl: kube.Kubectl, on_kubevi
 def test_bad_resizes_say_why_and_keep_the_guest(kubectl: kube.Kubectl, on_kubevirt: None) -> None:
     """A disk down-size is refused by the API server; a flavor no node can take is
     NoValidHost on the Instance (condition and event); the guest runs on untouched."""
-    if kubectl.run("get", "instance", NAME).ok is False:
+    if not kubectl.run("get", "instance", NAME).ok:
         pytest.fail("needs the instance of test_resize_confirm_then_revert_on_kubevirt")
     before = cluster.instance(kubectl, NAME)
     boots = cluster.vm_reports(kubectl, NAME)[-1].boots

@@ -205,8 +205,9 @@ class KubeVirtDriver:
         await self._wait(uuid, lambda vmi: vmi is None, "still running")
 
     async def _hand_over(self, uuid: str) -> None:
-        """Delete this node's (stopped) VM: the next node to run the guest creates its own,
-        pinned to itself. A VM pinned elsewhere is that node's and is left alone."""
+        """Delete this node's VM (KubeVirt stops a VMI still running), then wait until the
+        VMI, and the launcher that had the disk open, is gone: the next node to run the
+        guest creates its own VM, pinned to itself. A VM pinned elsewhere is left alone."""
         current = await self._get("virtualmachines", uuid)
         if current is None or _pinned_to(current) != self.node:
             return
@@ -418,7 +419,7 @@ class KubeVirtDriver:
         if holder is None and self._running_here(await self._get("virtualmachineinstances", uuid)):
             return  # restored and started before a crash: the original runs
         if holder is not None:
-            await self._stop(uuid, 0)  # the new guest is discarded: no graceful shutdown
+            await self._stop(uuid, 0)  # the copy is discarded (the VMI keeps its own grace)
             await asyncio.to_thread(self._restore, uuid)
         await self._apply(guest, running=guest.power_on)  # stopped: the old flavor
         if guest.power_on:
@@ -449,20 +450,18 @@ class KubeVirtDriver:
             return
         current = await self._get("virtualmachines", uuid)
         if current is not None and _pinned_to(current) == self.node:
-            await self._stop(uuid, 0)  # the copy is discarded: no graceful shutdown needed
-            await self._hand_over(uuid)
+            await self._hand_over(uuid)  # deleting the VM stops its VMI: the copy is discarded
         await asyncio.to_thread(shutil.rmtree, self.files.dir(uuid), True)
 
     async def destroy(self, uuid: str) -> None:
         if self.files.owner(uuid) is None:
             return
-        await self._stop(uuid, 0)
-        await self._hand_over(uuid)  # this node's VM only: another node's is its to delete
+        # Deleting this node's VM stops its VMI (another node's VM is its to delete).
+        await self._hand_over(uuid)
         for p in (self.files.dir(uuid), self.files.aside(uuid)):
             await asyncio.to_thread(shutil.rmtree, p, True)
 
     async def quarantine(self, uuid: str) -> list[pathlib.Path]:
-        await self._stop(uuid, 0)
         await self._hand_over(uuid)  # as libvirt's undefine: no VM left naming the files
         return await asyncio.to_thread(self.files.quarantine, uuid, _now())
 

@@ -202,3 +202,16 @@ def test_leftovers_of_another_attempt_are_quarantined_never_received_into(
 def test_a_pre_copy_delta_is_refused(driver: kubevirt.KubeVirtDriver) -> None:
     with pytest.raises(base.DriverError, match="resizes cold"):
         driver._prepare_incoming(UUID, MIG, "ns/vm", base.Part.DELTA)
+
+
+def test_a_source_confirm_on_shared_storage_deletes_nothing(
+    driver: kubevirt.KubeVirtDriver,
+) -> None:
+    """The destination marked the source's own directory as received: storage is shared,
+    and the directory is the guest that now runs there. Confirm refuses and keeps it."""
+    disk = driver.files.dir(UUID) / kubevirt.DISK
+    kept = sha(disk)
+    layout.write_marker(driver.files.dir(UUID) / layout.RECEIVED_FOR, MIG)
+    with pytest.raises(base.DriverError, match="a destination's copy too"):
+        asyncio.run(driver.confirm_migration(UUID, migration=MIG, same_host=False))
+    assert sha(disk) == kept

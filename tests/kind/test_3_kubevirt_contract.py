@@ -134,3 +134,68 @@ def driver(
     yield made
     asyncio.run(made.destroy(contract.UUID))
     asyncio.run(made.purge_quarantine(0))  # what quarantine tests moved aside on the node
+
+
+class Interfering(PerStep):
+    """Another writer (as virt-controller is) changes the VM between the driver's read and
+    its first write of each step: the API server refuses that write (409)."""
+
+    def __init__(self, kubeconfig: pathlib.Path, images: pathlib.Path) -> None:
+        super().__init__(kubeconfig, images)
+        self.refused = 0
+
+    def _driver(self, api: Any) -> kubevirt.KubeVirtDriver:
+        made = super()._driver(api)
+        objects, test = made.objects, self
+        first = True
+
+        class Racing:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(objects, name)
+
+            async def replace_namespaced_custom_object(self, *args: Any) -> Any:
+                nonlocal first
+                if first:
+                    first = False
+                    namespace, plural, name = args[2], args[3], args[4]
+                    touched = {"metadata": {"annotations": {"kubenova-e2e/touched": "yes"}}}
+                    await objects.patch_namespaced_custom_object(
+                        kubevirt.GROUP,
+                        kubevirt.VERSION,
+                        namespace,
+                        plural,
+                        name,
+                        touched,
+                        _content_type=kubevirt.MERGE,
+                    )
+                    try:
+                        return await objects.replace_namespaced_custom_object(*args)
+                    except client.ApiException as exc:
+                        test.refused += exc.status == 409
+                        raise
+                return await objects.replace_namespaced_custom_object(*args)
+
+        made.objects = Racing()  # type: ignore[assignment]
+        return made
+
+
+def test_a_vm_changed_by_another_writer_is_read_and_written_again(
+    driver: PerStep, kind_cluster: pathlib.Path
+) -> None:
+    kubectl = kube.Kubectl(kind_cluster)
+    namespace, name = contract.OWNER.split("/")
+    contract.run(driver.spawn(contract.guest(power_on=False)))
+    before = kubectl.get_json("vm", name, "-n", namespace)["metadata"]
+    contract.set_aside(driver)
+    racing = Interfering(driver.kubeconfig, driver.images)
+    contract.finish(racing, power_on=False)  # the contract's stopped resize, raced
+    assert racing.refused == 1, "the API server refused the write over the other's change"
+    after = kubectl.get_json("vm", name, "-n", namespace)
+    assert after["metadata"]["uid"] == before["uid"]  # replaced, not made again
+    assert after["metadata"]["annotations"]["kubenova-e2e/touched"] == "yes"
+    assert after["metadata"].get("finalizers") == before.get("finalizers")
+    assert after["spec"]["template"]["spec"]["domain"]["cpu"]["sockets"] == contract.BIGGER.vcpus
+    assert after["spec"]["runStrategy"] == "Halted"
+    info = contract.run(driver.get_info(contract.UUID))
+    assert info is not None
+    assert (info.power, info.vcpus) == (base.Power.STOPPED, contract.BIGGER.vcpus)

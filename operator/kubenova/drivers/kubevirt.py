@@ -33,6 +33,7 @@ KERNEL_IMAGE = "kubevirt-kernel-image"  # in an image's directory: the kernel's 
 # shortens it, and that subresource is served by virt-api, past the node policy): so every
 # VM is made with the agent's shutdown timeout, and a stop patches its own in for the next.
 GRACE_SECONDS = 30  # KubeVirt's default
+CONFLICT_RETRIES = 5  # writes of a VM that others update too, each read afresh
 QEMU_UID = 107  # the launcher's qemu user, which opens the disk
 GROUP, VERSION = "kubevirt.io", "v1"
 MERGE = "application/merge-patch+json"
@@ -154,28 +155,44 @@ class KubeVirtDriver:
                 boot=self._boot(guest.image),
             )
         )
-        current = await self._get("virtualmachines", guest.uuid)
-        if _deleting(current):
-            raise base.RetryLaterError(f"instance {guest.uuid}: its VM is being deleted")
-        if current is None:
-            # A deleted VM (outside kubenova, or another node's after a hand-over) leaves
-            # its VMI, and the launcher that has the disk open, for a while: never two
-            # QEMUs on one disk.
-            await self._wait(guest.uuid, lambda vmi: vmi is None, "a deleted VM's VMI still runs")
-            await self.objects.create_namespaced_custom_object(
-                GROUP, VERSION, namespace, "virtualmachines", made
-            )
-            return
-        pinned = _pinned_to(current)
-        if pinned != self.node:
-            raise base.RetryLaterError(
-                f"instance {guest.uuid}: its VirtualMachine is still pinned to {pinned}, "
-                "whose agent hands it over first"
-            )
-        made["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-        await self.objects.replace_namespaced_custom_object(
-            GROUP, VERSION, namespace, "virtualmachines", name, made
+        for _ in range(CONFLICT_RETRIES):
+            if await self._create_or_replace(guest.uuid, made):
+                return
+        raise base.RetryLaterError(
+            f"instance {guest.uuid}: its VirtualMachine changed under {CONFLICT_RETRIES} writes"
         )
+
+    async def _create_or_replace(self, uuid: str, made: dict[str, Any]) -> bool:
+        """One write of `made`; False when the VM changed since it was read (409: another
+        writer, e.g. virt-controller updating it), to be read and written again."""
+        namespace, name = self._where(uuid)
+        current = await self._get("virtualmachines", uuid)
+        if _deleting(current):
+            raise base.RetryLaterError(f"instance {uuid}: its VM is being deleted")
+        try:
+            if current is None:
+                # A deleted VM (outside kubenova, or another node's after a hand-over)
+                # leaves its VMI, and the launcher that has the disk open, for a while:
+                # never two QEMUs on one disk.
+                await self._wait(uuid, lambda vmi: vmi is None, "a deleted VM's VMI still runs")
+                await self.objects.create_namespaced_custom_object(
+                    GROUP, VERSION, namespace, "virtualmachines", made
+                )
+                return True
+            pinned = _pinned_to(current)
+            if pinned != self.node:
+                raise base.RetryLaterError(
+                    f"instance {uuid}: its VirtualMachine is still pinned to {pinned}, "
+                    "whose agent hands it over first"
+                )
+            await self.objects.replace_namespaced_custom_object(
+                GROUP, VERSION, namespace, "virtualmachines", name, vm.replacing(current, made)
+            )
+            return True
+        except client.ApiException as exc:
+            if exc.status == 409:  # changed since read, or made meanwhile: read it again
+                return False
+            raise
 
     async def _run_strategy(self, uuid: str, strategy: str, grace: float | None = None) -> None:
         namespace, name = self._where(uuid)

@@ -100,6 +100,17 @@ def manifest(d: Definition) -> dict[str, Any]:
     }
 
 
+def replacing(current: dict[str, Any], made: dict[str, Any]) -> dict[str, Any]:
+    """`made` as the body of a replace of `current`: kubenova's spec, labels and owner, with
+    what others keep on the VM's metadata (KubeVirt's finalizer and annotations, other
+    labels) and the resourceVersion it was read at. A replace that dropped the finalizer
+    would race virt-controller, which adds it back."""
+    ours = made["metadata"]
+    metadata = {**current["metadata"], "ownerReferences": ours["ownerReferences"]}
+    metadata["labels"] = {**current["metadata"].get("labels", {}), **ours["labels"]}
+    return {**made, "metadata": metadata}
+
+
 def sizes(vmi: dict[str, Any]) -> tuple[int, int] | None:
     """(vCPUs, memory MiB) a running VMI reports, or None while it has not said."""
     status = vmi.get("status", {})

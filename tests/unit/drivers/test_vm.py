@@ -48,6 +48,29 @@ def test_the_vm_is_the_instances_pinned_to_its_node_on_the_agents_file() -> None
     assert m["metadata"]["labels"][vm.INSTANCE_LABEL] == UUID
 
 
+def test_a_replace_keeps_what_kubevirt_keeps_on_the_vm_and_writes_ours() -> None:
+    current = vm.manifest(definition(vcpus=1, memory_mib=256, running=False))
+    current["metadata"].update(
+        resourceVersion="4711",
+        uid="uid-of-the-vm",
+        finalizers=["kubevirt.io/virtualMachineControllerFinalize"],
+        annotations={"kubevirt.io/latest-observed-api-version": "v1"},
+    )
+    current["metadata"]["labels"]["team"] = "a"
+    current["metadata"]["ownerReferences"] = []  # e.g. taken off by hand
+    body = vm.replacing(current, vm.manifest(definition()))
+    kept = body["metadata"]
+    assert kept["resourceVersion"] == "4711"  # a write over a change since is refused (409)
+    assert kept["uid"] == "uid-of-the-vm"
+    assert kept["finalizers"] == ["kubevirt.io/virtualMachineControllerFinalize"]
+    assert kept["annotations"] == {"kubevirt.io/latest-observed-api-version": "v1"}
+    assert kept["labels"] == {"team": "a", vm.INSTANCE_LABEL: UUID}
+    [owner] = kept["ownerReferences"]
+    assert owner["uid"] == "uid-of-the-instance"
+    assert body["spec"]["template"]["spec"]["domain"]["cpu"]["sockets"] == 2
+    assert body["spec"]["runStrategy"] == "Always"
+
+
 @pytest.mark.parametrize(("running", "strategy"), [(True, "Always"), (False, "Halted")])
 def test_power_is_the_run_strategy(running: bool, strategy: str) -> None:
     assert vm.manifest(definition(running=running))["spec"]["runStrategy"] == strategy

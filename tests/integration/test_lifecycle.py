@@ -9,9 +9,9 @@ from tests.env import Env
 
 pytestmark = pytest.mark.controlplane
 
-TINY = {"vcpus": 1, "memoryMiB": 512, "diskGiB": 1, "instances": 1}
-SMALL = {"vcpus": 1, "memoryMiB": 2048, "diskGiB": 20, "instances": 1}
-EMPTY = {"vcpus": 0, "memoryMiB": 0, "diskGiB": 0, "instances": 0}
+TINY = {"vcpus": 1, "memoryMiB": 512, "diskGiB": 1, "instances": 1, "overheadMiB": 0}
+SMALL = {"vcpus": 1, "memoryMiB": 2048, "diskGiB": 20, "instances": 1, "overheadMiB": 0}
+EMPTY = {"vcpus": 0, "memoryMiB": 0, "diskGiB": 0, "instances": 0, "overheadMiB": 0}
 ROOM_FOR_TINY = "vcpus=2,memoryMiB=1024,diskGiB=10"
 
 

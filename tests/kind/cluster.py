@@ -175,21 +175,27 @@ def kernel_image() -> str:
     return built.stdout.split()[-1]
 
 
-def vm_reports(kubectl: kube.Kubectl, vm: str) -> list[guest.Report]:
-    """Every boot the guest of VirtualMachine `vm` reported in its current launcher pod
-    (its serial console, the pod's guest-console-log container), oldest first."""
+def launcher(kubectl: kube.Kubectl, vm: str) -> dict[str, Any] | None:
+    """VirtualMachine `vm`'s launcher pod: the newest not being deleted (a handed-over VM's
+    old one may linger)."""
     listed = kubectl.run("get", "pod", "-l", f"vm.kubevirt.io/name={vm}", "-o", "json")
     if not listed.ok:
-        return []
-    # The newest launcher not being deleted: a handed-over VM's old one may linger.
+        return None
     launchers = sorted(
-        (p["metadata"]["creationTimestamp"], p["metadata"]["name"])
+        (p["metadata"]["creationTimestamp"], p["metadata"]["name"], p)
         for p in json.loads(listed.stdout)["items"]
         if not p["metadata"].get("deletionTimestamp")
     )
-    if not launchers:
+    return launchers[-1][2] if launchers else None
+
+
+def vm_reports(kubectl: kube.Kubectl, vm: str) -> list[guest.Report]:
+    """Every boot the guest of VirtualMachine `vm` reported in its current launcher pod
+    (its serial console, the pod's guest-console-log container), oldest first."""
+    pod = launcher(kubectl, vm)
+    if pod is None:
         return []
-    logs = kubectl.run("logs", launchers[-1][1], "-c", "guest-console-log")
+    logs = kubectl.run("logs", pod["metadata"]["name"], "-c", "guest-console-log")
     found = guest.LINE.findall(logs.stdout if logs.ok else "")
     return [guest.Report(int(c), int(m), int(d), marker, int(b)) for c, m, d, marker, b in found]
 

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from kubernetes_asyncio.client import ApiException
 
 from kubenova.drivers import base, kubevirt
 from kubenova.kube import client
@@ -170,7 +171,7 @@ class Interfering(PerStep):
                     )
                     try:
                         return await objects.replace_namespaced_custom_object(*args)
-                    except client.ApiException as exc:
+                    except ApiException as exc:
                         test.refused += exc.status == 409
                         raise
                 return await objects.replace_namespaced_custom_object(*args)

@@ -98,6 +98,29 @@ def _vmi_sizes(kubectl: kube.Kubectl) -> tuple[int, str, str]:
     )
 
 
+def _usage(kubectl: kube.Kubectl) -> dict[str, int]:
+    return kubectl.get_json("hypervisor", NODE)["status"].get("usage", {})  # type: ignore[no-any-return]
+
+
+QUANTITY = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
+
+
+def _requested_mib(pod: dict[str, Any]) -> float:
+    """The memory the scheduler reserves for a pod, MiB: its containers' requests and its
+    sidecars' (init containers that keep running), or its largest other init container's
+    if that is more (Kubernetes' effective request)."""
+
+    def memory(c: dict[str, Any]) -> int:
+        text = c.get("resources", {}).get("requests", {}).get("memory", "0")
+        number = text.rstrip("kMGiK")
+        return int(number) * QUANTITY[text[len(number) :]]
+
+    inits = pod["spec"].get("initContainers", [])
+    sidecars = [c for c in inits if c.get("restartPolicy") == "Always"]
+    running = sum(memory(c) for c in pod["spec"]["containers"] + sidecars)
+    return max([running, *(memory(c) for c in inits if c not in sidecars)]) / 2**20
+
+
 def _migrations(kubectl: kube.Kubectl) -> list[dict[str, Any]]:
     found = kubectl.get_json("migrations", "-l", f"compute.kubenova.io/instance={NAME}")
     return sorted(found["items"], key=lambda m: m["metadata"]["creationTimestamp"])
@@ -138,6 +161,16 @@ def test_resize_confirm_then_revert_on_kubevirt(kubectl: kube.Kubectl, on_kubevi
     assert (DISKS / f"{uuid}_resize" / "disk.img").stat().st_size == 1 << 30  # the original
     (mig,) = _migrations(kubectl)
     assert (mig["spec"]["type"], mig["spec"]["mode"]) == ("resize", "cold"), mig["spec"]
+    # The scheduler counts the memory Kubernetes reserves for the launcher pod beside the
+    # guest's: what the Hypervisor reports, within a MiB of the pod's requests.
+    overhead = kubectl.get_json("hypervisor", NODE)["status"]["agent"]["guestOverhead"]
+    counted = overhead["memoryMiB"] + 2 * overhead["memoryMiBPerVCPU"]
+    pod = cluster.launcher(kubectl, NAME)
+    assert pod is not None
+    reserved = _requested_mib(pod) - 512
+    assert reserved <= counted < reserved + 1, (overhead, reserved)
+    kube.poll(lambda: _usage(kubectl).get("overheadMiB") == counted, timeout=60, interval=1)
+    assert _usage(kubectl)["memoryMiB"] == 512  # the claim stays the flavor's
     assert mig["spec"]["modeReason"], mig["spec"]  # why not live, for the user
 
     cluster.annotate(kubectl, NAME, "resize", "confirm")

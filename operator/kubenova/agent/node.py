@@ -240,6 +240,10 @@ class Node:
         report = {
             "driver": self.driver.name,
             "capacity": {"vcpus": cap.vcpus, "memoryMiB": cap.memory_mib, "diskGiB": cap.disk_gib},
+            "guestOverhead": {
+                "memoryMiB": self.driver.guest_overhead.memory_mib,
+                "memoryMiBPerVCPU": self.driver.guest_overhead.memory_mib_per_vcpu,
+            },
             "version": VERSION,
             "transferEndpoint": self.transfer_endpoint,
         }

@@ -54,11 +54,28 @@ class HypervisorSpec(common.Model):
     )
 
 
+class GuestOverhead(common.Model):
+    """Memory the driver spends beside each guest, outside its flavor: the scheduler adds it
+    to every guest's claim on this node (Nova's estimate_instance_overhead). KubeVirt's is
+    its launcher pod (docs/kubevirt.md); libvirt reports none."""
+
+    memory_mib: int = pydantic.Field(
+        default=0, alias="memoryMiB", ge=0, description="Per guest, MiB."
+    )
+    memory_mib_per_vcpu: int = pydantic.Field(
+        default=0, alias="memoryMiBPerVCPU", ge=0, description="Per vCPU of a guest, MiB."
+    )
+
+
 class AgentReport(common.Model):
     """What the node's agent reports. Written by that agent only."""
 
     driver: Driver = pydantic.Field(description="Virt driver: fake, libvirt or kubevirt.")
     capacity: common.Resources = pydantic.Field(description="Physical capacity of the node.")
+    guest_overhead: GuestOverhead = pydantic.Field(
+        default_factory=GuestOverhead,
+        description="Memory the driver spends beside each guest, counted by the scheduler.",
+    )
     heartbeat_time: datetime.datetime = pydantic.Field(
         description="Last time the agent reported; older than serviceDownTimeSeconds means down."
     )
@@ -80,6 +97,12 @@ class Usage(common.Model):
     memory_mib: int = pydantic.Field(alias="memoryMiB", ge=0, description="Memory claimed, MiB.")
     disk_gib: int = pydantic.Field(alias="diskGiB", ge=0, description="Disk claimed, GiB.")
     instances: int = pydantic.Field(ge=0, description="Instances placed or migrating here.")
+    overhead_mib: int = pydantic.Field(
+        default=0,
+        alias="overheadMiB",
+        ge=0,
+        description="Memory the driver spends beside these instances (not in memoryMiB), MiB.",
+    )
 
 
 class HypervisorStatus(common.Model):

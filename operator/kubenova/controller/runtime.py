@@ -452,6 +452,7 @@ class Runtime:
                     "memoryMiB": used.memory_mib if used else 0,
                     "diskGiB": used.disk_gib if used else 0,
                     "instances": self.store.counts.get(name, 0),
+                    "overheadMiB": self.store.overhead_mib(name),
                 },
             }
             current = {k: hv.get("status", {}).get(k) for k in wanted}
@@ -516,6 +517,7 @@ def _schedulable(hv: dict[str, Any] | None) -> tuple[Any, ...]:
     report = status.get("agent") or {}
     return (
         report.get("capacity"),
+        report.get("guestOverhead"),
         spec.get("allocationRatios"),
         spec.get("disabled"),
         hv["metadata"].get("labels"),

@@ -18,7 +18,7 @@ from kubenova import clock as kubenova_clock
 from kubenova.api import migration
 from kubenova.kube import objects
 from kubenova.scheduling import claims, index, scheduler
-from kubenova.scheduling.amounts import ZERO, Amount
+from kubenova.scheduling.amounts import NO_OVERHEAD, ZERO, Amount, Overhead
 
 FINAL = {p.value for p in migration.FINAL_PHASES}
 
@@ -27,6 +27,12 @@ def _amount(snap: dict[str, Any] | None) -> Amount | None:
     if not snap:
         return None
     return Amount(int(snap["vcpus"]), int(snap["memoryMiB"]), int(snap["diskGiB"]))
+
+
+def _overhead(report: dict[str, Any] | None) -> Overhead:
+    if not report:
+        return NO_OVERHEAD
+    return Overhead(int(report.get("memoryMiB", 0)), int(report.get("memoryMiBPerVCPU", 0)))
 
 
 def is_active(body: dict[str, Any]) -> bool:
@@ -141,6 +147,10 @@ class Store:
         heard = self.heard.get(name)
         return heard is not None and self.clock() - heard <= service_down_time
 
+    def overhead_mib(self, name: str) -> int:
+        """Memory the node's driver spends beside its guests (status.usage.overheadMiB)."""
+        return (self.index.used(name) - self.used.get(name, ZERO)).memory_mib
+
     def hosts(self, service_down_time: float) -> list[scheduler.Host]:
         return self.index.hosts(seen_after=self.clock() - service_down_time)
 
@@ -163,6 +173,7 @@ class Store:
             disk_ratio=float(ratios.get("disk", 1.0)),
             labels=tuple(sorted(hv["metadata"].get("labels", {}).items())),
             disabled=bool(spec.get("disabled", False)),
+            overhead=_overhead(report.get("guestOverhead")),
         )
         self.index.put(host, seen_at=self.heard.get(name, -math.inf))
 
@@ -218,7 +229,7 @@ class Store:
                 self.counts[claim.node] = self.counts.get(claim.node, 0) + 1
                 touched.add(claim.node)
         for node in touched:
-            self.index.set_used(node, self.used[node])
+            self.index.set_used(node, self.used[node], self.counts[node])
         self.changed |= touched
 
     def take_changed(self) -> set[str]:

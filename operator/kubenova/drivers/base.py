@@ -15,7 +15,7 @@ import pathlib
 from typing import Protocol
 
 from kubenova.api import migration
-from kubenova.scheduling.amounts import Amount
+from kubenova.scheduling.amounts import Amount, Overhead
 
 Part = migration.Part  # the transfer's parts, named where the Migration records them
 
@@ -75,6 +75,9 @@ class RetryLaterError(Exception):
 
 class Driver(Protocol):
     name: str
+    # Memory spent beside each guest, outside its flavor; the scheduler counts it
+    # (Nova's estimate_instance_overhead). The Hypervisor reports it.
+    guest_overhead: Overhead
 
     async def capacity(self) -> Amount:
         """Physical resources of this node (get_available_resource)."""

@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from kubenova.drivers import base
-from kubenova.scheduling.amounts import Amount
+from kubenova.scheduling.amounts import NO_OVERHEAD, Amount
 
 HOTPLUG_RATIO = 4  # headroom of a fake guest, times the flavor it was defined with
 
@@ -60,6 +60,7 @@ class _Guest:
 
 class FakeDriver:
     name = "fake"
+    guest_overhead = NO_OVERHEAD
 
     def __init__(
         self,

@@ -65,6 +65,7 @@ def _cpus(quantity: str) -> int:
 
 class KubeVirtDriver:
     name = "kubevirt"
+    guest_overhead = vm.LAUNCHER_OVERHEAD
 
     def __init__(
         self,

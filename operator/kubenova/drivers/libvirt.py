@@ -48,7 +48,7 @@ import libvirt
 
 from kubenova import clock, faults
 from kubenova.drivers import base, domain, layout, qcow2
-from kubenova.scheduling.amounts import Amount
+from kubenova.scheduling.amounts import NO_OVERHEAD, Amount
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,7 @@ def _now() -> datetime.datetime:
 
 class LibvirtDriver:
     name = "libvirt"
+    guest_overhead = NO_OVERHEAD  # QEMU's own is the node's, as in Nova (reserved memory)
 
     def __init__(
         self,

@@ -10,13 +10,25 @@ is cold), so the spec here is the whole truth of the next boot.
 from __future__ import annotations
 
 import dataclasses
+import math
 import pathlib
 from typing import Any
+
+from kubenova.scheduling.amounts import Overhead
 
 API_VERSION = "kubevirt.io/v1"
 INSTANCE_LABEL = "compute.kubenova.io/instance"  # the instance uuid: what the agent looks up
 HOSTNAME = "kubernetes.io/hostname"
 ROOT = "root"  # the disk's and the volume's name: /dev/vda in the guest (virtio)
+# What KubeVirt v1.7.0 has Kubernetes reserve for a VM made here beside the guest's memory
+# (virt-controller's GetMemoryOverhead, renderresources.go; docs/kubevirt.md): the
+# launcher's processes (virt-launcher-monitor 25, virt-launcher 100, virtlogd 25, virtqemud
+# 40, QEMU 30 MiB), the static IOThread (8) and the auto-attached video RAM (32), 8 MiB per
+# vCPU, and two small containers of the launcher pod: guest-console-log (35 MB) and the
+# kernel-boot volume's (1 MB). Page tables count nothing: the VM requests no memory itself.
+LAUNCHER_MIB = 25 + 100 + 25 + 40 + 30 + 8 + 32
+SIDECARS_MIB = math.ceil((35_000_000 + 1_000_000) / 2**20)
+LAUNCHER_OVERHEAD = Overhead(memory_mib=LAUNCHER_MIB + SIDECARS_MIB, memory_mib_per_vcpu=8)
 # What the test guest's kernel is told (its console is the VMI's serial console log).
 KERNEL_ARGS = "console=ttyS0 quiet panic=-1"
 

@@ -19,6 +19,7 @@ class Timed:
     def __init__(self, inner: base.Driver) -> None:
         self.inner = inner
         self.name = inner.name
+        self.guest_overhead = inner.guest_overhead
         metrics.start_agent_series(inner.name)
 
     async def capacity(self) -> Amount:

@@ -51,6 +51,27 @@ class Amount:
 ZERO = Amount()
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Overhead:
+    """Memory a hypervisor spends beside each guest, outside its flavor (Nova's
+    estimate_instance_overhead): KubeVirt's launcher pod (drivers/vm.py). It is physical
+    memory, counted as it is and never overcommitted, and it is not part of a claim."""
+
+    memory_mib: int = 0  # per guest
+    memory_mib_per_vcpu: int = 0
+
+    def of(self, flavor: Amount) -> Amount:
+        """One guest's."""
+        return Amount(0, self.memory_mib + self.memory_mib_per_vcpu * flavor.vcpus, 0)
+
+    def total(self, claimed: Amount, guests: int) -> Amount:
+        """Of `guests` guests whose claims add up to `claimed` (it is linear in them)."""
+        return Amount(0, self.memory_mib * guests + self.memory_mib_per_vcpu * claimed.vcpus, 0)
+
+
+NO_OVERHEAD = Overhead()
+
+
 def peak(a: Amount, b: Amount) -> Amount:
     """Per-resource maximum: what a same-host resize holds (old and new never both run)."""
     return Amount(

@@ -36,7 +36,8 @@ class HostIndex:
         self.weigher = weigher
         self._hosts: dict[str, scheduler.Host] = {}
         self._seen: dict[str, float] = {}  # last heartbeat, on the caller's clock
-        self._used: dict[str, amounts.Amount] = {}
+        self._used: dict[str, amounts.Amount] = {}  # claims
+        self._guests: dict[str, int] = {}
         self._keys: dict[str, Key] = {}
         self._order: list[Key] = []  # ascending: best first
         self._memory_limits: list[int] = []  # ascending: the last is the largest
@@ -73,18 +74,27 @@ class HostIndex:
         del limits[bisect.bisect_left(limits, host.limit.memory_mib)]
         self._unlink(name)
 
-    def set_used(self, name: str, used: amounts.Amount) -> None:
-        """What the host's claims add up to; kept for hosts not (yet) registered too."""
-        if self._used.get(name, amounts.ZERO) == used:
+    def set_used(self, name: str, used: amounts.Amount, guests: int = 0) -> None:
+        """What the host's claims add up to, and how many guests hold them; kept for hosts
+        not (yet) registered too."""
+        if (self._used.get(name, amounts.ZERO), self._guests.get(name, 0)) == (used, guests):
             return
-        self._used[name] = used
+        self._used[name], self._guests[name] = used, guests
         if name in self._hosts:
             self._unlink(name)
             self._insert(name)
 
+    def used(self, name: str) -> amounts.Amount:
+        """What the host's guests take: their claims, and the host's overhead for each."""
+        claimed = self._used.get(name, amounts.ZERO)
+        host = self._hosts.get(name)
+        if host is None:
+            return claimed
+        return claimed + host.overhead.total(claimed, self._guests.get(name, 0))
+
     def _insert(self, name: str) -> None:
         host = self._hosts[name]
-        key = scheduler.sort_key(host, self._used.get(name, amounts.ZERO), self.weigher)
+        key = scheduler.sort_key(host, self.used(name), self.weigher)
         self._keys[name] = key
         bisect.insort(self._order, key)
 
@@ -113,7 +123,8 @@ class HostIndex:
             return found
         # Nothing fits: the reference counts every host's reason for the message.
         every = self.hosts(seen_after=seen_after)
-        return scheduler.select(every, self._used, request, self.weigher)
+        used = {host.name: self.used(host.name) for host in every}
+        return scheduler.select(every, used, request, self.weigher)
 
     def _fast(self, request: scheduler.Request, seen_after: float) -> scheduler.Decision | None:
         if request.only is not None:
@@ -160,9 +171,7 @@ class HostIndex:
         host = self._hosts.get(name)
         if host is None:
             return None
-        reason = scheduler.rejection(
-            self._as_seen(host, seen_after), request, self._used.get(name, amounts.ZERO)
-        )
+        reason = scheduler.rejection(self._as_seen(host, seen_after), request, self.used(name))
         if reason is None:
             return scheduler.Decision(node=name, rejected=dict(rejected))
         rejected[reason] += 1

@@ -29,6 +29,7 @@ class Host:
     up: bool = True
     disabled: bool = False
     cordoned: bool = False  # the Kubernetes Node is unschedulable
+    overhead: amounts.Overhead = amounts.NO_OVERHEAD  # beside each guest (the driver's)
 
     @property
     def limit(self) -> amounts.Amount:
@@ -70,7 +71,8 @@ class Decision:
 
 
 def rejection(host: Host, request: Request, used: amounts.Amount) -> str | None:
-    """Why `host` cannot take the request, or None if it can."""
+    """Why `host` cannot take the request, or None if it can. `used` is what the host's
+    guests take: their claims and the host's overhead for each (`index.HostIndex.used`)."""
     if request.only is not None and host.name != request.only:
         return "not the requested host"
     if host.name == request.source and not request.allow_same_host:
@@ -84,11 +86,14 @@ def rejection(host: Host, request: Request, used: amounts.Amount) -> str | None:
     labels = dict(host.labels)
     if any(labels.get(k) != v for k, v in request.node_selector):
         return "not matching nodeSelector"
+    cost = host.overhead.of
     if host.name == request.source and request.source_flavor is not None:
-        # Same host: the instance's old claim becomes max(old, new), not old + new.
-        needed = used - request.source_flavor + amounts.peak(request.source_flavor, request.flavor)
+        # Same host: the instance's old claim becomes max(old, new), not old + new; it
+        # still runs once, so it pays the overhead once.
+        old, new = request.source_flavor, amounts.peak(request.source_flavor, request.flavor)
+        needed = used - old - cost(old) + new + cost(new)
     else:
-        needed = used + request.flavor
+        needed = used + request.flavor + cost(request.flavor)
     short = needed.short_of(host.limit)
     if short:
         return "short of " + " and ".join(short)

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 from kubenova.controller import store as store_mod
 from kubenova.kube import informer, objects
-from kubenova.scheduling.amounts import ZERO
+from kubenova.scheduling import scheduler
+from kubenova.scheduling.amounts import ZERO, Amount
 from tests import builders
 
 NODES = ["n0", "n1", "n2"]
@@ -214,3 +215,23 @@ def test_a_reverted_migration_keeps_the_source_claimed_until_the_instance_points
     settled["metadata"] = {**inst["metadata"], "resourceVersion": "3"}
     store.put("Instance", settled)
     assert usage(store) == {"n0": (store_mod._amount(FLAVORS[0]), 1)}
+
+
+def test_a_hypervisors_guest_overhead_counts_for_each_of_its_guests() -> None:
+    """The agent's reported overhead (KubeVirt's launcher pods) is added to what the node's
+    guests take, whichever came first, the instances or the report; the claims stay theirs."""
+    store = store_mod.Store()
+    store.put("Instance", instance(0, "n0", 0))  # 1 vCPU, 512 MiB
+    store.put("Instance", instance(1, "n0", 1))  # 2 vCPUs, 2048 MiB
+    body = report("2026-12-01T10:00:00+00:00")
+    body["status"]["agent"]["guestOverhead"] = {"memoryMiB": 295, "memoryMiBPerVCPU": 8}
+    store.put("Hypervisor", body)
+    assert store.overhead_mib("n0") == 2 * 295 + 3 * 8
+    assert store.used["n0"].memory_mib == 512 + 2048  # claims: the flavors alone
+    assert store.index.used("n0").memory_mib == 512 + 2048 + 614
+    # 4096 MiB: 1024 MiB more fits by the flavors (1536 free), not with its launcher (922).
+    request = scheduler.Request(Amount(1, 1024, 1))
+    assert store.select(request, 60).node is None
+    store.remove("Instance", "default/i0")
+    assert store.overhead_mib("n0") == 295 + 16
+    assert store.select(request, 60).node == "n0"

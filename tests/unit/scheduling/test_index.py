@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kubenova.scheduling import index, scheduler
-from kubenova.scheduling.amounts import Amount
+from kubenova.scheduling.amounts import NO_OVERHEAD, Amount, Overhead
 
 NAMES = [f"n{i}" for i in range(8)]
 # Few distinct values, so ties in the weigher's key and exact fits are common.
@@ -19,6 +19,8 @@ small = st.builds(
     st.sampled_from([0, 512, 1024, 2048, 4096]),
     st.integers(0, 40),
 )
+# What a node's claims add up to, and how many guests hold them.
+usages = st.tuples(small, st.integers(0, 4))
 # Requests smaller than hosts, so that several hosts usually fit and the order decides.
 flavors = st.builds(Amount, st.integers(0, 2), st.sampled_from([0, 512, 1024]), st.integers(0, 10))
 labels = st.lists(
@@ -37,11 +39,12 @@ hosts = st.builds(
     up=st.integers(0, 9).map(lambda n: n > 0),
     disabled=st.integers(0, 9).map(lambda n: n == 0),
     cordoned=st.integers(0, 9).map(lambda n: n == 0),
+    overhead=st.sampled_from([NO_OVERHEAD, NO_OVERHEAD, Overhead(295, 8), Overhead(512, 0)]),
 )
 seen = st.sampled_from([None, None, 0.0, 10.0, 20.0])
 # A fleet and its usage to start from, then a sequence of updates: put a host (with its
 # heartbeat), set a node's usage, remove a host.
-fleets = st.lists(st.tuples(hosts, seen, small), min_size=1, max_size=len(NAMES)).map(
+fleets = st.lists(st.tuples(hosts, seen, usages), min_size=1, max_size=len(NAMES)).map(
     lambda rows: (
         [("put", dataclasses.replace(h, name=NAMES[i]), t) for i, (h, t, _) in enumerate(rows)]
         + [("used", NAMES[i], u) for i, (_, _, u) in enumerate(rows)]
@@ -50,7 +53,7 @@ fleets = st.lists(st.tuples(hosts, seen, small), min_size=1, max_size=len(NAMES)
 updates = st.lists(
     st.one_of(
         st.tuples(st.just("put"), hosts, seen),
-        st.tuples(st.just("used"), st.sampled_from(NAMES), small),
+        st.tuples(st.just("used"), st.sampled_from(NAMES), usages),
         st.tuples(st.just("remove"), st.sampled_from(NAMES), st.none()),
     ),
     max_size=10,
@@ -82,7 +85,7 @@ def test_index_decides_as_the_linear_scheduler(
 ) -> None:
     idx = index.HostIndex(weigher)
     fleet: dict[str, tuple[scheduler.Host, float | None]] = {}
-    used: dict[str, Amount] = {}
+    claimed: dict[str, tuple[Amount, int]] = {}
     for op, a, b in steps:
         if op == "put":
             assert isinstance(a, scheduler.Host)
@@ -91,9 +94,9 @@ def test_index_decides_as_the_linear_scheduler(
             fleet[a.name] = (a, b)
         elif op == "used":
             assert isinstance(a, str)
-            assert isinstance(b, Amount)
-            idx.set_used(a, b)
-            used[a] = b
+            assert isinstance(b, tuple)
+            idx.set_used(a, *b)
+            claimed[a] = b
         else:
             assert isinstance(a, str)
             idx.remove(a)
@@ -102,6 +105,12 @@ def test_index_decides_as_the_linear_scheduler(
         dataclasses.replace(h, up=h.up and (t is None or t >= seen_after))
         for h, t in fleet.values()
     ]
+    # What each host's guests take: their claims and the host's overhead for each.
+    used = {
+        h.name: claimed[h.name][0] + h.overhead.total(*claimed[h.name])
+        for h in reference
+        if h.name in claimed
+    }
     expected = scheduler.select(reference, used, request, weigher)
     got = idx.select(request, seen_after=seen_after)
     assert (got.node, got.message) == (expected.node, expected.message)

@@ -200,3 +200,22 @@ def test_a_vm_changed_by_another_writer_is_read_and_written_again(
     info = contract.run(driver.get_info(contract.UUID))
     assert info is not None
     assert (info.power, info.vcpus) == (base.Power.STOPPED, contract.BIGGER.vcpus)
+
+
+def test_a_sources_confirm_keeps_a_disk_its_nodes_vm_still_names(
+    driver: PerStep, kind_cluster: pathlib.Path
+) -> None:
+    """A confirm of a move whose hand-over never happened here (this node's VM still pinned
+    to it, e.g. the Migration's record is wrong): nothing is deleted, the VM keeps its disk."""
+    kubectl = kube.Kubectl(kind_cluster)
+    namespace, name = contract.OWNER.split("/")
+    contract.run(driver.spawn(contract.guest(power_on=False)))
+    disk = DISKS / contract.UUID / kubevirt.DISK
+    before = disk.stat().st_size
+    with pytest.raises(base.DriverError, match="still runs on"):
+        contract.confirm(driver, same_host=False)
+    assert disk.stat().st_size == before
+    machine = kubectl.get_json("vm", name, "-n", namespace)
+    assert machine["spec"]["template"]["spec"]["volumes"][0]["hostDisk"]["path"] == str(
+        ON_NODE / contract.UUID / kubevirt.DISK
+    )

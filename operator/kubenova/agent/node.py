@@ -243,6 +243,7 @@ class Node:
             "guestOverhead": {
                 "memoryMiB": self.driver.guest_overhead.memory_mib,
                 "memoryMiBPerVCPU": self.driver.guest_overhead.memory_mib_per_vcpu,
+                "memoryMiBPerGiB": self.driver.guest_overhead.memory_mib_per_gib,
             },
             "version": VERSION,
             "transferEndpoint": self.transfer_endpoint,

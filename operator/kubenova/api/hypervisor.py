@@ -65,6 +65,12 @@ class GuestOverhead(common.Model):
     memory_mib_per_vcpu: int = pydantic.Field(
         default=0, alias="memoryMiBPerVCPU", ge=0, description="Per vCPU of a guest, MiB."
     )
+    memory_mib_per_gib: int = pydantic.Field(
+        default=0,
+        alias="memoryMiBPerGiB",
+        ge=0,
+        description="Per GiB of a guest's memory, MiB (KubeVirt's page tables).",
+    )
 
 
 class AgentReport(common.Model):

@@ -32,7 +32,11 @@ def _amount(snap: dict[str, Any] | None) -> Amount | None:
 def _overhead(report: dict[str, Any] | None) -> Overhead:
     if not report:
         return NO_OVERHEAD
-    return Overhead(int(report.get("memoryMiB", 0)), int(report.get("memoryMiBPerVCPU", 0)))
+    return Overhead(
+        int(report.get("memoryMiB", 0)),
+        int(report.get("memoryMiBPerVCPU", 0)),
+        int(report.get("memoryMiBPerGiB", 0)),
+    )
 
 
 def is_active(body: dict[str, Any]) -> bool:

@@ -24,11 +24,13 @@ ROOT = "root"  # the disk's and the volume's name: /dev/vda in the guest (virtio
 # (virt-controller's GetMemoryOverhead, renderresources.go; docs/kubevirt.md): the
 # launcher's processes (virt-launcher-monitor 25, virt-launcher 100, virtlogd 25, virtqemud
 # 40, QEMU 30 MiB), the static IOThread (8) and the auto-attached video RAM (32), 8 MiB per
-# vCPU, and two small containers of the launcher pod: guest-console-log (35 MB) and the
-# kernel-boot volume's (1 MB). Page tables count nothing: the VM requests no memory itself.
+# vCPU, the page tables (1/512 of the memory the VM requests: 2 MiB per GiB), and two small
+# containers of the launcher pod: guest-console-log (35 MB) and the kernel-boot volume's.
 LAUNCHER_MIB = 25 + 100 + 25 + 40 + 30 + 8 + 32
 SIDECARS_MIB = math.ceil((35_000_000 + 1_000_000) / 2**20)
-LAUNCHER_OVERHEAD = Overhead(memory_mib=LAUNCHER_MIB + SIDECARS_MIB, memory_mib_per_vcpu=8)
+LAUNCHER_OVERHEAD = Overhead(
+    memory_mib=LAUNCHER_MIB + SIDECARS_MIB, memory_mib_per_vcpu=8, memory_mib_per_gib=2
+)
 # What the test guest's kernel is told (its console is the VMI's serial console log).
 KERNEL_ARGS = "console=ttyS0 quiet panic=-1"
 

@@ -59,14 +59,17 @@ class Overhead:
 
     memory_mib: int = 0  # per guest
     memory_mib_per_vcpu: int = 0
+    memory_mib_per_gib: int = 0  # of the guest's memory (KubeVirt's page tables)
 
     def of(self, flavor: Amount) -> Amount:
         """One guest's."""
-        return Amount(0, self.memory_mib + self.memory_mib_per_vcpu * flavor.vcpus, 0)
+        return self.total(flavor, 1)
 
     def total(self, claimed: Amount, guests: int) -> Amount:
-        """Of `guests` guests whose claims add up to `claimed` (it is linear in them)."""
-        return Amount(0, self.memory_mib * guests + self.memory_mib_per_vcpu * claimed.vcpus, 0)
+        """Of `guests` guests whose claims add up to `claimed` (linear in them, but for the
+        share of memory, rounded up once)."""
+        fixed = self.memory_mib * guests + self.memory_mib_per_vcpu * claimed.vcpus
+        return Amount(0, fixed + -(-claimed.memory_mib * self.memory_mib_per_gib // 1024), 0)
 
 
 NO_OVERHEAD = Overhead()

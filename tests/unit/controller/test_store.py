@@ -224,14 +224,18 @@ def test_a_hypervisors_guest_overhead_counts_for_each_of_its_guests() -> None:
     store.put("Instance", instance(0, "n0", 0))  # 1 vCPU, 512 MiB
     store.put("Instance", instance(1, "n0", 1))  # 2 vCPUs, 2048 MiB
     body = report("2026-12-01T10:00:00+00:00")
-    body["status"]["agent"]["guestOverhead"] = {"memoryMiB": 295, "memoryMiBPerVCPU": 8}
+    body["status"]["agent"]["guestOverhead"] = {
+        "memoryMiB": 295,
+        "memoryMiBPerVCPU": 8,
+        "memoryMiBPerGiB": 2,
+    }
     store.put("Hypervisor", body)
-    assert store.overhead_mib("n0") == 2 * 295 + 3 * 8
+    assert store.overhead_mib("n0") == 2 * 295 + 3 * 8 + 5  # 2.5 GiB of guests' memory
     assert store.used["n0"].memory_mib == 512 + 2048  # claims: the flavors alone
-    assert store.index.used("n0").memory_mib == 512 + 2048 + 614
-    # 4096 MiB: 1024 MiB more fits by the flavors (1536 free), not with its launcher (922).
+    assert store.index.used("n0").memory_mib == 512 + 2048 + 619
+    # 4096 MiB: 1024 MiB more fits by the flavors (1536 free), not with launchers (917).
     request = scheduler.Request(Amount(1, 1024, 1))
     assert store.select(request, 60).node is None
     store.remove("Instance", "default/i0")
-    assert store.overhead_mib("n0") == 295 + 16
+    assert store.overhead_mib("n0") == 295 + 16 + 4
     assert store.select(request, 60).node == "n0"

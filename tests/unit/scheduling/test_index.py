@@ -39,7 +39,7 @@ hosts = st.builds(
     up=st.integers(0, 9).map(lambda n: n > 0),
     disabled=st.integers(0, 9).map(lambda n: n == 0),
     cordoned=st.integers(0, 9).map(lambda n: n == 0),
-    overhead=st.sampled_from([NO_OVERHEAD, NO_OVERHEAD, Overhead(295, 8), Overhead(512, 0)]),
+    overhead=st.sampled_from([NO_OVERHEAD, NO_OVERHEAD, Overhead(295, 8, 2), Overhead(512, 0, 0)]),
 )
 seen = st.sampled_from([None, None, 0.0, 10.0, 20.0])
 # A fleet and its usage to start from, then a sequence of updates: put a host (with its

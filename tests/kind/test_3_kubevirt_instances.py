@@ -203,8 +203,9 @@ def test_resize_confirm_then_revert_on_kubevirt(kubectl: kube.Kubectl, on_kubevi
 
 
 def test_bad_resizes_say_why_and_keep_the_guest(kubectl: kube.Kubectl, on_kubevirt: None) -> None:
-    """A disk down-size is refused by the API server; a flavor no node can take is
-    NoValidHost on the Instance (condition and event); the guest runs on untouched."""
+    """A disk down-size is refused by the API server; a flavor no node can take, by its
+    size or with the launcher pod beside it, is NoValidHost on the Instance (condition and
+    event); the guest runs on untouched."""
     if not kubectl.run("get", "instance", NAME).ok:
         pytest.fail("needs the instance of test_resize_confirm_then_revert_on_kubevirt")
     before = cluster.instance(kubectl, NAME)
@@ -234,6 +235,24 @@ def test_bad_resizes_say_why_and_keep_the_guest(kubectl: kube.Kubectl, on_kubevi
     assert any("no valid host" in m for m in _events(kubectl, "NoValidHost"))
     # Setting the flavor back cancels; the guest never stopped.
     patch = json.dumps({"spec": {"flavor": before["spec"]["flavor"]}})
+    kubectl("patch", "instance", NAME, "--type=merge", "-p", patch)
+    kube.poll(lambda: failed() is None, timeout=120, interval=2)
+    assert cluster.instance(kubectl, NAME)["status"]["phase"] == "ACTIVE"
+
+    # A flavor that fits the node by its size, not with its launcher pod: NoValidHost
+    # before the guest is stopped, not a launcher left Pending with the guest down.
+    capacity = kubectl.get_json("hypervisor", NODE)["status"]["agent"]["capacity"]
+    brim = {
+        "apiVersion": "compute.kubenova.io/v1alpha1",
+        "kind": "Flavor",
+        "metadata": {"name": "kv.brim"},
+        "spec": {"vcpus": 2, "memoryMiB": capacity["memoryMiB"] - 100, "diskGiB": 3},
+    }
+    assert kubectl.apply(brim).ok
+    assert cluster.resize(kubectl, NAME, "kv.brim").ok
+    condition = kube.poll(failed, timeout=120, interval=2)
+    assert condition["reason"] == "NoValidHost", condition
+    assert "short of memory" in condition["message"], condition
     kubectl("patch", "instance", NAME, "--type=merge", "-p", patch)
     kube.poll(lambda: failed() is None, timeout=120, interval=2)
     assert cluster.instance(kubectl, NAME)["status"]["phase"] == "ACTIVE"

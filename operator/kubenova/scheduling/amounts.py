@@ -7,6 +7,7 @@ for every hypervisor on every decision.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -54,8 +55,8 @@ ZERO = Amount()
 @dataclasses.dataclass(frozen=True, slots=True)
 class Overhead:
     """Memory a hypervisor spends beside each guest, outside its flavor (Nova's
-    estimate_instance_overhead): KubeVirt's launcher pod (drivers/vm.py). It is physical
-    memory, counted as it is and never overcommitted, and it is not part of a claim."""
+    estimate_instance_overhead): KubeVirt's launcher pod (drivers/vm.py). The scheduler
+    counts it with the claims, as Nova's resource tracker does; it is not part of one."""
 
     memory_mib: int = 0  # per guest
     memory_mib_per_vcpu: int = 0
@@ -69,7 +70,8 @@ class Overhead:
         """Of `guests` guests whose claims add up to `claimed` (linear in them, but for the
         share of memory, rounded up once)."""
         fixed = self.memory_mib * guests + self.memory_mib_per_vcpu * claimed.vcpus
-        return Amount(0, fixed + -(-claimed.memory_mib * self.memory_mib_per_gib // 1024), 0)
+        share = math.ceil(claimed.memory_mib * self.memory_mib_per_gib / 1024)
+        return Amount(0, fixed + share, 0)
 
 
 NO_OVERHEAD = Overhead()

@@ -117,9 +117,11 @@ class KubeVirtDriver:
             raise base.DriverError(f"VirtualMachine {namespace}/{name} is not instance {uuid}'s")
         return found  # type: ignore[no-any-return]
 
-    async def _wait(self, uuid: str, done: Any, what: str) -> None:
+    async def _wait(
+        self, uuid: str, done: Any, what: str, plural: str = "virtualmachineinstances"
+    ) -> None:
         deadline = asyncio.get_running_loop().time() + self.wait_seconds
-        while not done(await self._get("virtualmachineinstances", uuid)):
+        while not done(await self._get(plural, uuid)):
             if asyncio.get_running_loop().time() > deadline:
                 raise base.RetryLaterError(f"instance {uuid}: {what} after {self.wait_seconds}s")
             await asyncio.sleep(self.poll_seconds)
@@ -224,8 +226,9 @@ class KubeVirtDriver:
 
     async def _hand_over(self, uuid: str) -> None:
         """Delete this node's VM (KubeVirt stops a VMI still running), then wait until the
-        VMI, and the launcher that had the disk open, is gone: the next node to run the
-        guest creates its own VM, pinned to itself. A VM pinned elsewhere is left alone."""
+        VMI, and the launcher that had the disk open, is gone, and the VM itself (its
+        finalizer lets it go after the VMI): the next node to run the guest creates its own
+        VM, pinned to itself. A VM pinned elsewhere is left alone."""
         current = await self._get("virtualmachines", uuid)
         if current is None or _pinned_to(current) != self.node:
             return
@@ -238,6 +241,8 @@ class KubeVirtDriver:
             if exc.status != 404:  # gone already: the same outcome
                 raise
         await self._wait(uuid, lambda vmi: vmi is None, "its VMI is still there")
+        plural = "virtualmachines"
+        await self._wait(uuid, lambda machine: machine is None, "its VM is still there", plural)
 
     def _owned(self, path: pathlib.Path) -> None:
         for p in (path, *path.iterdir()) if path.is_dir() else (path,):

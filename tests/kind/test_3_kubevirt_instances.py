@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from kubenova.scheduling import amounts
 from tests import helm, kube
 from tests.e2e import guest
 from tests.kind import cluster
@@ -164,8 +165,10 @@ def test_resize_confirm_then_revert_on_kubevirt(kubectl: kube.Kubectl, on_kubevi
     # The scheduler counts the memory Kubernetes reserves for the launcher pod beside the
     # guest's: what the Hypervisor reports, within a MiB of the pod's requests.
     overhead = kubectl.get_json("hypervisor", NODE)["status"]["agent"]["guestOverhead"]
-    counted = overhead["memoryMiB"] + 2 * overhead["memoryMiBPerVCPU"]
-    counted += -(-512 * overhead["memoryMiBPerGiB"] // 1024)
+    per_guest = amounts.Overhead(
+        overhead["memoryMiB"], overhead["memoryMiBPerVCPU"], overhead["memoryMiBPerGiB"]
+    )
+    counted = per_guest.of(amounts.Amount(*FLAVORS["kv.medium"])).memory_mib
     pod = cluster.launcher(kubectl, NAME)
     assert pod is not None
     reserved = _requested_mib(pod) - 512
